@@ -1,0 +1,1 @@
+"""Channel connectors (mail, webform, chat, pbx): each imports the core, never the reverse."""

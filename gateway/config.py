@@ -1,0 +1,281 @@
+"""The configuration: TOML, validated by declared models, errors named by key path.
+
+Core sections are modelled here. Each `[connectors.NAME]` and `[backends.NAME]`
+section is validated by the model its `type` declares (found through the
+registry), so an implementation owns its keys. Every problem of a file is
+collected and reported in one run, with the line where it can be found.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+
+from gateway import registry
+from gateway.config_types import Listen, ListenAddress, Secret, Section, parse_listen
+from gateway.units import ByteSize, Duration
+
+CHANNELS = ("email", "webform", "chat", "voice", "api")
+Channel = Literal["email", "webform", "chat", "voice", "api"]
+
+
+class StoreConfig(Section):
+    url: str = ""  # empty: sqlite:///<state dir>/helpline.db
+    durability: Literal["power", "process"] = "power"
+    max_pending: int = Field(default=2000, ge=1, le=1_000_000)
+    max_batch: int = Field(default=256, ge=1, le=10_000)
+    checkpoint_interval: Duration = 1.0
+
+    @field_validator("url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if value and not value.startswith("sqlite:///"):
+            raise ValueError(
+                f"{value!r}: only sqlite:///PATH is supported by this version "
+                "(postgresql:// comes with the scale-out work)"
+            )
+        return value
+
+
+class TokenConfig(Section):
+    secret: Secret
+    trusted: bool = False  # may its messages merge contacts (single point of contact)
+
+
+class HttpConfig(Section):
+    listen: Listen = Field(default_factory=lambda: parse_listen("127.0.0.1:8080"))
+    tokens: dict[str, TokenConfig] = Field(default_factory=dict)
+    metrics_token: Secret | None = None
+    public_url: str = ""
+    trusted_proxies: list[str] = Field(default_factory=list)
+    max_body_size: ByteSize = 1024 * 1024
+    keepalive_timeout: Duration = 75.0
+
+    @field_validator("public_url")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if value and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} must start with http:// or https://")
+        return value.rstrip("/")
+
+
+class IngestConfig(Section):
+    idempotency_window: Duration = 7 * 86400.0
+    max_text_size: ByteSize = 256 * 1024
+
+
+class IdentityConfig(Section):
+    # Region for phone numbers written without a country code, e.g. "DE".
+    default_region: str | None = None
+
+    @field_validator("default_region")
+    @classmethod
+    def _region(cls, value: str | None) -> str | None:
+        if value is not None and (len(value) != 2 or not value.isalpha()):
+            raise ValueError(f"{value!r} is not a two-letter region code such as 'DE'")
+        return value.upper() if value else value
+
+
+class ConversationsConfig(Section):
+    reopen_window: Duration = 7 * 86400.0
+
+
+class FirstResponseTargets(Section):
+    email: Duration = 180.0
+    webform: Duration = 180.0
+    chat: Duration = 13.0
+    voice: Duration = 4.0
+    api: Duration = 180.0
+
+
+class FirstResponseConfig(Section):
+    targets: FirstResponseTargets = Field(default_factory=FirstResponseTargets)
+
+
+class LoggingConfig(Section):
+    format: Literal["auto", "json", "console"] = "auto"
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class DaemonConfig(Section):
+    drain_timeout: Duration = 10.0
+    stop_timeout: Duration = 5.0
+
+
+class CoreConfig(Section):
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    http: HttpConfig = Field(default_factory=HttpConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    identity: IdentityConfig = Field(default_factory=IdentityConfig)
+    conversations: ConversationsConfig = Field(default_factory=ConversationsConfig)
+    first_response: FirstResponseConfig = Field(default_factory=FirstResponseConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    daemon: DaemonConfig = Field(default_factory=DaemonConfig)
+    connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentSpec:
+    """One `[connectors.NAME]` or `[backends.NAME]` section, validated by its type."""
+
+    kind: registry.Kind
+    name: str
+    type: str
+    settings: BaseModel
+    raw: dict[str, Any]
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}s.{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    core: CoreConfig
+    components: tuple[ComponentSpec, ...]
+    source: Path | None = None
+
+    @property
+    def listen(self) -> ListenAddress:
+        return self.core.http.listen
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    path: str
+    message: str
+    line: int | None = None
+
+    def __str__(self) -> str:
+        where = f" (line {self.line})" if self.line else ""
+        return f"{self.path or '<file>'}{where}: {self.message}"
+
+
+@dataclass
+class ConfigError(Exception):
+    problems: list[Problem] = field(default_factory=list)
+    source: Path | None = None
+
+    def __str__(self) -> str:
+        head = f"{self.source}: " if self.source else ""
+        return head + "; ".join(str(p) for p in self.problems)
+
+
+def _dotted(loc: tuple[int | str, ...]) -> str:
+    return ".".join(str(part) for part in loc)
+
+
+def _problems(err: ValidationError, prefix: tuple[str, ...], text: str) -> list[Problem]:
+    found = []
+    for item in err.errors():
+        loc = prefix + tuple(str(p) for p in item["loc"])
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = "unknown key (not part of this section; check its spelling)"
+        elif message.startswith("Value error, "):
+            message = message[len("Value error, ") :]
+        found.append(Problem(_dotted(loc), message, find_line(text, loc)))
+    return found
+
+
+def find_line(text: str, loc: tuple[str, ...]) -> int | None:
+    """Best-effort line of a key: its `[table]` header, then the `key =` under it."""
+    if not text or not loc:
+        return None
+    for depth in range(len(loc), 0, -1):
+        table, key = loc[: depth - 1], loc[depth - 1]
+        current: tuple[str, ...] = ()
+        for number, raw in enumerate(text.splitlines(), start=1):
+            line = raw.strip()
+            if line.startswith("[") and not line.startswith("[["):
+                current = tuple(p.strip().strip('"') for p in line.strip("[]").split("."))
+                if current == (*table, key):
+                    return number
+                continue
+            name = line.split("=", 1)[0].strip().strip('"')
+            if "=" in line and current == table and name == key:
+                return number
+    return None
+
+
+def _validate_components(core: CoreConfig, text: str) -> tuple[list[ComponentSpec], list[Problem]]:
+    specs: list[ComponentSpec] = []
+    problems: list[Problem] = []
+    sections: list[tuple[registry.Kind, dict[str, dict[str, Any]]]] = [
+        ("connector", core.connectors),
+        ("backend", core.backends),
+    ]
+    for kind, section in sections:
+        for name, raw in section.items():
+            loc = (f"{kind}s", name)
+            if not isinstance(raw, dict):
+                problems.append(Problem(_dotted(loc), "must be a table", find_line(text, loc)))
+                continue
+            type_name = raw.get("type")
+            if not isinstance(type_name, str) or not type_name:
+                problems.append(
+                    Problem(
+                        _dotted((*loc, "type")),
+                        "missing: every section names its type",
+                        find_line(text, loc),
+                    )
+                )
+                continue
+            try:
+                factory = registry.resolve(kind, type_name)
+            except registry.UnknownType as err:
+                problems.append(
+                    Problem(_dotted((*loc, "type")), str(err), find_line(text, (*loc, "type")))
+                )
+                continue
+            body = {k: v for k, v in raw.items() if k != "type"}
+            try:
+                settings = factory.config_model.model_validate(body)
+            except ValidationError as err:
+                problems.extend(_problems(err, loc, text))
+                continue
+            specs.append(ComponentSpec(kind, name, type_name, settings, raw))
+    return specs, problems
+
+
+def parse_config(text: str, source: Path | None = None) -> Config:
+    """Validate a whole file; raise ConfigError listing every problem in it."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        line = getattr(err, "lineno", None)
+        raise ConfigError([Problem("", f"not valid TOML: {err}", line)], source) from err
+    try:
+        core = CoreConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(_problems(err, (), text), source) from err
+    specs, problems = _validate_components(core, text)
+    if problems:
+        raise ConfigError(problems, source)
+    return Config(core=core, components=tuple(specs), source=source)
+
+
+def load_config(path: Path | None) -> Config:
+    """The built-in defaults when no file is given; otherwise the file, fully checked."""
+    if path is None:
+        return parse_config("")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError(
+            [Problem("", f"cannot read the config file: {err.strerror}")], path
+        ) from err
+    return parse_config(text, path)
+
+
+def token_value(token: TokenConfig) -> str:
+    return token.secret.get_secret_value()
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None

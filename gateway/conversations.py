@@ -1,0 +1,125 @@
+"""Which conversation a message joins, and the open/resolved transitions.
+
+Order of evidence: an explicit thread reference wins whatever the age of its
+conversation; otherwise the contact's latest conversation if its last
+activity is within the reopen window, whatever the channel (a resolved one
+reopens); otherwise a new conversation. Every transition is an event, so the
+stream alone tells a backend when to open, reopen or close a ticket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from gateway.errors import NotFound
+from gateway.events import ConversationChange, Event, EventType
+from gateway.ids import conversation_id as new_conversation_id
+from gateway.ids import event_id
+from gateway.store import ConversationRow, Tx
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadRef:
+    """An explicit thread reference: its kind scopes the value (an API thread, a Message-ID)."""
+
+    kind: str
+    ref: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    conversation: ConversationRow
+    changed: bool
+    offset: int | None
+
+
+def _change_event(
+    kind: EventType, row: ConversationRow, source: str, now: float, reason: str | None = None
+) -> Event:
+    return Event(
+        id=event_id(),
+        type=kind,
+        source=source,
+        time=datetime.fromtimestamp(now, UTC),
+        subject=row.id,
+        conversation_id=row.id,
+        data=ConversationChange(
+            conversation_id=row.id,
+            conversation_number=row.number,
+            contact_id=row.contact_id,
+            channel=row.channel,
+            status=row.status,
+            reason=reason,
+        ),
+    )
+
+
+async def _reopen(tx: Tx, row: ConversationRow, source: str, now: float, reason: str) -> int:
+    row.status = "open"
+    row.resolved_at = None
+    row.last_activity_at = now
+    await tx.save_conversation(row)
+    return await tx.append(_change_event(EventType.CONVERSATION_REOPENED, row, source, now, reason))
+
+
+async def assign(
+    tx: Tx,
+    *,
+    contact_id: str,
+    channel: str,
+    thread: ThreadRef | None,
+    now: float,
+    reopen_window: float,
+    source: str,
+) -> ConversationRow:
+    """The conversation a new inbound message belongs to, opened or reopened as needed."""
+    row = await tx.conversation_by_thread(thread.kind, thread.ref) if thread else None
+    if row is None:
+        latest = await tx.latest_conversation(contact_id)
+        if latest is not None and now - latest.last_activity_at <= reopen_window:
+            row = latest
+    if row is None:
+        row = await tx.create_conversation(new_conversation_id(), contact_id, channel, now)
+        await tx.append(_change_event(EventType.CONVERSATION_OPENED, row, source, now))
+    elif row.status == "resolved":
+        await _reopen(tx, row, source, now, reason="customer wrote again")
+    if thread is not None:
+        await tx.put_thread(thread.kind, thread.ref, row.id, now)
+    row.last_activity_at = now
+    if channel not in row.channels:
+        row.channels.append(channel)
+    await tx.save_conversation(row)
+    return row
+
+
+async def _load(tx: Tx, conversation_id: str) -> ConversationRow:
+    row = await tx.get_conversation(conversation_id)
+    if row is None:
+        raise NotFound(f"no conversation {conversation_id!r}")
+    return row
+
+
+async def resolve(
+    tx: Tx, conversation_id: str, *, source: str, now: float, reason: str | None
+) -> Transition:
+    row = await _load(tx, conversation_id)
+    if row.status == "resolved":
+        return Transition(row, changed=False, offset=None)
+    row.status = "resolved"
+    row.resolved_at = now
+    await tx.save_conversation(row)
+    offset = await tx.append(
+        _change_event(EventType.CONVERSATION_RESOLVED, row, source, now, reason)
+    )
+    return Transition(row, changed=True, offset=offset)
+
+
+async def reopen(
+    tx: Tx, conversation_id: str, *, source: str, now: float, reason: str | None
+) -> Transition:
+    row = await _load(tx, conversation_id)
+    if row.status == "open":
+        return Transition(row, changed=False, offset=None)
+    offset = await _reopen(tx, row, source, now, reason or "reopened by an agent")
+    return Transition(row, changed=True, offset=offset)

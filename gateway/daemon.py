@@ -1,0 +1,295 @@
+"""The daemon: opens the store, serves HTTP, supervises components, drains on SIGTERM.
+
+Signal handlers only record; this module's loop acts on them. Shutdown runs
+in one bounded order: stop accepting, let in-flight requests and components
+finish (up to [daemon] drain_timeout), then commit what was accepted and
+close the store. A second SIGTERM or SIGINT skips the wait.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import structlog
+from aiohttp import web
+
+from gateway import registry, reload
+from gateway.component import ComponentContext, ComponentState
+from gateway.config import Config, ConfigError, load_config
+from gateway.ingest import Ingestor
+from gateway.metrics import Metrics
+from gateway.replies import Replies
+from gateway.store import sqlite_path
+from gateway.store.sqlite import SqliteStore
+from gateway.stream import StreamNotifier, StreamReader
+from gateway.supervisor import Supervisor
+from gateway.web.app import ComponentRoutes, build_app
+from gateway.web.auth import TokenTable, token_path
+from gateway.web.context import WebContext
+
+IDEMPOTENCY_SWEEP_INTERVAL = 3600.0
+
+log = structlog.get_logger("gateway.daemon")
+
+
+class Daemon:
+    def __init__(
+        self,
+        config: Config,
+        state_dir: Path,
+        *,
+        config_path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config
+        self.state_dir = state_dir
+        self._config_path = config_path
+        self._clock = clock
+        self.metrics = Metrics()
+        self.notifier = StreamNotifier()
+        self.routes = ComponentRoutes()
+        self._supervisors: dict[str, Supervisor] = {}
+        self._stop = asyncio.Event()
+        self._force = asyncio.Event()
+        self._reload = asyncio.Event()
+        self._listening = False
+        self._runner: web.AppRunner | None = None
+        self._sweeper: asyncio.Task[None] | None = None
+        self.ready = asyncio.Event()
+
+    async def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; the exit status is 0 after a clean drain."""
+        self._install_signals()
+        await self._open()
+        try:
+            while not self._stop.is_set():
+                await self._wait_for_signal()
+                if self._reload.is_set() and not self._stop.is_set():
+                    self._reload.clear()
+                    await self.reload()
+        finally:
+            await self._shutdown()
+        return 0
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload.set)
+
+    def request_stop(self) -> None:
+        if self._stop.is_set():
+            self._force.set()
+        self._stop.set()
+
+    async def _wait_for_signal(self) -> None:
+        waits = [asyncio.create_task(e.wait()) for e in (self._stop, self._reload)]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waits:
+                task.cancel()
+
+    async def _open(self) -> None:
+        core = self.config.core
+        self.store = SqliteStore(
+            sqlite_path(core.store.url, self.state_dir),
+            durability=core.store.durability,
+            max_pending=core.store.max_pending,
+            max_batch=core.store.max_batch,
+            checkpoint_interval=core.store.checkpoint_interval,
+            on_commit=self.notifier.committed,
+            on_batch=self.metrics.observe_commit,
+        )
+        await self.store.open()
+        self.notifier.head = self.store.head_offset()
+        self.ingestor = Ingestor(self.store, core, self.metrics, self._clock)
+        self.replies = Replies(self.store, core, self._clock)
+        self.reader = StreamReader(self.store, self.notifier)
+        self.web = WebContext(
+            store=self.store,
+            ingestor=self.ingestor,
+            replies=self.replies,
+            reader=self.reader,
+            notifier=self.notifier,
+            metrics=self.metrics,
+            tokens=TokenTable.from_config(core.http, self.state_dir),
+            config=core,
+            readiness=self.readiness,
+        )
+        if not core.http.tokens:
+            log.info(
+                "api.token",
+                token_file=str(token_path(self.state_dir)),
+                hint="`helpline token` prints it",
+            )
+        await self._serve_http()
+        for spec in self.config.components:
+            await self._start_component(spec)
+        self._sweeper = asyncio.create_task(self._sweep_idempotency(), name="idempotency-sweep")
+        self.ready.set()
+        log.info(
+            "daemon.ready",
+            listen=str(core.http.listen),
+            state_dir=str(self.state_dir),
+            components=len(self._supervisors),
+            head_offset=self.store.head_offset(),
+        )
+
+    async def _serve_http(self) -> None:
+        http = self.config.core.http
+        app = build_app(self.web, self.routes)
+        self._runner = web.AppRunner(
+            app,
+            shutdown_timeout=self.config.core.daemon.drain_timeout,
+            keepalive_timeout=http.keepalive_timeout,
+            access_log=None,
+        )
+        await self._runner.setup()
+        site: web.BaseSite
+        if http.listen.is_unix:
+            site = web.UnixSite(self._runner, http.listen.path)
+        else:
+            site = web.TCPSite(self._runner, http.listen.host, http.listen.port, reuse_address=True)
+        await site.start()
+        self._listening = True
+        log.info("http.listening", address=site.name)
+
+    def _context_for(self, supervisor: Supervisor) -> ComponentContext:
+        return ComponentContext(
+            name=supervisor.name,
+            ingest=self.ingestor,
+            stream=self.reader,
+            log=supervisor.log,
+            create_task=supervisor.create_task,
+            add_route=self.routes.adder(supervisor.spec.key),
+        )
+
+    async def _start_component(self, spec: Any) -> None:
+        factory = registry.resolve(spec.kind, spec.type)
+        supervisor = Supervisor(
+            spec, factory, self._context_for, self.config.core.daemon.stop_timeout
+        )
+        self._supervisors[spec.key] = supervisor
+        await supervisor.start()
+
+    async def _stop_component(self, key: str) -> None:
+        supervisor = self._supervisors.pop(key, None)
+        if supervisor is not None:
+            await supervisor.stop()
+        self.routes.remove_owner(key)
+
+    async def reload(self) -> bool:
+        """Apply a changed config; an invalid one is refused and the old one keeps running."""
+        log.info("daemon.reloading", config=str(self._config_path))
+        try:
+            new = load_config(self._config_path)
+        except ConfigError as err:
+            for problem in err.problems:
+                log.error(
+                    "config.problem", key=problem.path, line=problem.line, problem=problem.message
+                )
+            log.error(
+                "daemon.reload_refused",
+                problems=len(err.problems),
+                hint="the running configuration is unchanged",
+            )
+            return False
+        steps = reload.plan(self.config, new)
+        for key in steps.restart_required:
+            log.warning(
+                "daemon.restart_required",
+                key=key,
+                hint="this key is read at start; restart helpline to apply it",
+            )
+        core = new.core
+        self.web.tokens = TokenTable.from_config(core.http, self.state_dir)
+        self.web.config = core
+        self.ingestor.config = core
+        self.replies.config = core
+        for key in steps.stop:
+            await self._stop_component(key)
+        for spec in steps.start:
+            await self._start_component(spec)
+        self.config = new
+        log.info(
+            "daemon.reloaded",
+            stopped=list(steps.stop),
+            started=[s.key for s in steps.start],
+            unchanged=list(steps.unchanged),
+        )
+        return True
+
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        store = self.store.health()
+        components = {key: sup.health() for key, sup in self._supervisors.items()}
+        listeners_ok = self._listening and all(
+            components[key].state in (ComponentState.RUNNING, ComponentState.DEGRADED)
+            for key, sup in self._supervisors.items()
+            if sup.is_listener
+        )
+        ready = store.writable and listeners_ok and not self._stop.is_set()
+        degraded = any(h.state is not ComponentState.RUNNING for h in components.values())
+        for key, sup in self._supervisors.items():
+            up = components[key].state in (ComponentState.RUNNING, ComponentState.DEGRADED)
+            self.metrics.component_up.labels(sup.name, sup.spec.kind).set(1 if up else 0)
+        status = "unready" if not ready else "degraded" if degraded else "ready"
+        return ready, {
+            "status": status,
+            "time": datetime.now(UTC).isoformat(),
+            "store": {
+                "writable": store.writable,
+                "last_error": store.last_error,
+                "pending_writes": store.pending,
+                "head_offset": store.head_offset,
+            },
+            "http": {"listening": self._listening},
+            "components": {key: health.as_json() for key, health in components.items()},
+        }
+
+    async def _sweep_idempotency(self) -> None:
+        while True:
+            window = self.config.core.ingest.idempotency_window
+            try:
+                removed = await self.store.expire_idempotency(self._clock() - window)
+                if removed:
+                    log.info("ingest.idempotency_expired", removed=removed)
+            except Exception as err:  # noqa: BLE001 - retried at the next sweep
+                log.warning("ingest.idempotency_sweep_failed", error=str(err))
+            await asyncio.sleep(IDEMPOTENCY_SWEEP_INTERVAL)
+
+    async def _bounded(self, coro: Any, what: str) -> None:
+        """Run a shutdown step, abandoning it if a second signal asks to hurry."""
+        task = asyncio.ensure_future(coro)
+        force = asyncio.create_task(self._force.wait())
+        await asyncio.wait({task, force}, return_when=asyncio.FIRST_COMPLETED)
+        force.cancel()
+        if not task.done():
+            log.warning("daemon.drain_skipped", step=what)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        elif task.exception() is not None:
+            log.error("daemon.shutdown_step_failed", step=what, error=str(task.exception()))
+
+    async def _shutdown(self) -> None:
+        log.info("daemon.stopping", drain_timeout=self.config.core.daemon.drain_timeout)
+        started = time.monotonic()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        steps = [self._stop_component(key) for key in list(self._supervisors)]
+        if self._runner is not None:
+            steps.append(self._runner.cleanup())
+        self._listening = False
+        await self._bounded(asyncio.gather(*steps), "drain")
+        await self._bounded(self.store.close(), "store")
+        log.info(
+            "daemon.stopped",
+            seconds=round(time.monotonic() - started, 3),
+            head_offset=self.store.head_offset(),
+        )

@@ -1,0 +1,135 @@
+"""The stream's contract: CloudEvents 1.0 envelopes with typed, versioned data.
+
+Every backend and stream consumer reads these shapes (docs/stream.md), so
+the catalogue only grows: a changed shape is a new `.vN` type, never an edit.
+The envelope's `source` names the event's origin (`/api/TOKEN`,
+`/connectors/NAME`, `/backends/NAME` or `/core`), which is how a backend
+recognises, and skips, what it produced itself.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field
+
+from gateway.config import Channel
+
+
+class EventType(enum.StrEnum):
+    MESSAGE_INBOUND = "helpline.message.inbound.v1"
+    MESSAGE_OUTBOUND = "helpline.message.outbound.v1"
+    CONVERSATION_OPENED = "helpline.conversation.opened.v1"
+    CONVERSATION_RESOLVED = "helpline.conversation.resolved.v1"
+    CONVERSATION_REOPENED = "helpline.conversation.reopened.v1"
+
+
+class EventData(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class Sender(EventData):
+    """The handles a message came with, normalized (email lower-cased, phone E.164)."""
+
+    email: str | None = None
+    phone: str | None = None
+    name: str | None = None
+    visitor_id: str | None = None
+
+
+class Author(EventData):
+    kind: Literal["human", "bot", "system"]
+    name: str | None = None
+
+
+class InboundMessage(EventData):
+    channel: Channel
+    conversation_id: str
+    conversation_number: int
+    contact_id: str
+    sender: Sender = Field(alias="from")
+    subject: str | None = None
+    text: str
+    html: str | None = None
+    external_id: str | None = None
+    thread: str | None = None
+    sent_at: datetime | None = Field(
+        default=None,
+        description="the customer's own send time: shown, never trusted; clamped to accepted_at",
+    )
+    accepted_at: datetime
+
+
+class OutboundMessage(EventData):
+    channel: Channel
+    conversation_id: str
+    conversation_number: int
+    contact_id: str
+    text: str
+    html: str | None = None
+    internal: bool = False
+    author: Author
+
+
+class ConversationChange(EventData):
+    conversation_id: str
+    conversation_number: int
+    contact_id: str
+    channel: Channel
+    status: Literal["open", "resolved"]
+    reason: str | None = None
+
+
+DATA_MODELS: dict[EventType, type[EventData]] = {
+    EventType.MESSAGE_INBOUND: InboundMessage,
+    EventType.MESSAGE_OUTBOUND: OutboundMessage,
+    EventType.CONVERSATION_OPENED: ConversationChange,
+    EventType.CONVERSATION_RESOLVED: ConversationChange,
+    EventType.CONVERSATION_REOPENED: ConversationChange,
+}
+
+
+def rfc3339(moment: datetime) -> str:
+    """UTC with milliseconds and a Z, the one time format of the stream."""
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One stream entry before it has an offset."""
+
+    id: str
+    type: EventType
+    source: str
+    time: datetime
+    subject: str
+    data: EventData
+    conversation_id: str | None = None
+
+    def envelope_json(self) -> bytes:
+        """The CloudEvent without `offset`; the store adds it when it is read back."""
+        return orjson.dumps(
+            {
+                "specversion": "1.0",
+                "id": self.id,
+                "source": self.source,
+                "type": self.type.value,
+                "time": rfc3339(self.time),
+                "subject": self.subject,
+                "datacontenttype": "application/json",
+                "data": orjson.Fragment(self.data.model_dump_json(by_alias=True)),
+            }
+        )
+
+
+def with_offset(offset: int, envelope: bytes) -> bytes:
+    """Splice the offset extension attribute into a stored envelope without re-parsing it."""
+    return b'{"offset":' + str(offset).encode() + b"," + envelope[1:]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,157 @@
+"""The one transaction every inbound item goes through, and the acknowledgement it earns.
+
+idempotency -> contact -> conversation -> append, as one unit of work in a
+grouped commit. The Ack is returned only after that commit is durable, so a
+connector that answers its peer with it never acknowledges what could be lost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from gateway.config import Channel, CoreConfig
+from gateway.conversations import ThreadRef, assign
+from gateway.dedup import IdempotencyKey, recorded_answer, remember
+from gateway.events import Event, EventType, InboundMessage, Sender
+from gateway.identity import Handles, resolve_contact
+from gateway.ids import event_id
+from gateway.metrics import Metrics
+from gateway.store import Store, Tx
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """A customer message as a connector hands it to the core, handles already normalized."""
+
+    channel: Channel
+    source: str
+    handles: Handles
+    text: str
+    name: str | None = None
+    subject: str | None = None
+    html: str | None = None
+    external_id: str | None = None
+    thread: ThreadRef | None = None
+    sent_at: datetime | None = None
+    idempotency: IdempotencyKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    offset: int
+    event_id: str
+    conversation_id: str
+    contact_id: str
+    duplicate: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "offset": self.offset,
+            "event_id": self.event_id,
+            "conversation_id": self.conversation_id,
+            "contact_id": self.contact_id,
+            "duplicate": self.duplicate,
+        }
+
+    @classmethod
+    def replayed(cls, answer: bytes) -> Ack:
+        data = orjson.loads(answer)
+        return cls(
+            offset=data["offset"],
+            event_id=data["event_id"],
+            conversation_id=data["conversation_id"],
+            contact_id=data["contact_id"],
+            duplicate=True,
+        )
+
+
+def clamp_sent_at(sent_at: datetime | None, accepted: datetime) -> datetime | None:
+    """A sender's own clock is shown, never trusted: never later than our accept time."""
+    if sent_at is None:
+        return None
+    if sent_at.tzinfo is None:
+        sent_at = sent_at.replace(tzinfo=UTC)
+    return min(sent_at, accepted)
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: Store,
+        config: CoreConfig,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._store = store
+        self.config = config
+        self._metrics = metrics
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock()
+
+    async def ingest(self, item: Inbound) -> Ack:
+        if not item.handles.ordered():
+            raise ValueError("an inbound item needs at least one handle")
+
+        async def unit(tx: Tx) -> Ack:
+            return await self._ingest(tx, item)
+
+        ack = await self._store.write(unit)
+        counter = self._metrics.duplicates if ack.duplicate else self._metrics.ingested
+        counter.labels(item.channel).inc()
+        return ack
+
+    async def _ingest(self, tx: Tx, item: Inbound) -> Ack:
+        now = self._clock()
+        window = self.config.ingest.idempotency_window
+        answer = await recorded_answer(tx, item.idempotency, window, now)
+        if answer is not None:
+            return Ack.replayed(answer)
+        contact = await resolve_contact(tx, item.handles, item.name, now)
+        conversation = await assign(
+            tx,
+            contact_id=contact,
+            channel=item.channel,
+            thread=item.thread,
+            now=now,
+            reopen_window=self.config.conversations.reopen_window,
+            source=item.source,
+        )
+        accepted = datetime.fromtimestamp(now, UTC)
+        event = Event(
+            id=event_id(),
+            type=EventType.MESSAGE_INBOUND,
+            source=item.source,
+            time=accepted,
+            subject=conversation.id,
+            conversation_id=conversation.id,
+            data=InboundMessage(
+                channel=item.channel,
+                conversation_id=conversation.id,
+                conversation_number=conversation.number,
+                contact_id=contact,
+                sender=Sender(
+                    email=item.handles.email,
+                    phone=item.handles.phone,
+                    visitor_id=item.handles.visitor_id,
+                    name=item.name,
+                ),
+                subject=item.subject,
+                text=item.text,
+                html=item.html,
+                external_id=item.external_id,
+                thread=item.thread.ref if item.thread else None,
+                sent_at=clamp_sent_at(item.sent_at, accepted),
+                accepted_at=accepted,
+            ),
+        )
+        offset = await tx.append(event)
+        ack = Ack(offset, event.id, conversation.id, contact)
+        await remember(tx, item.idempotency, orjson.dumps(ack.as_json()), now)
+        return ack

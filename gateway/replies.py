@@ -1,0 +1,102 @@
+"""Agent replies and internal notes, recorded as outbound events of their conversation.
+
+Delivery to the customer is the channel connector's job (it reads the stream);
+this records the reply durably first, so an agent's answer is never lost
+between the helpdesk and the customer's channel.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import orjson
+
+from gateway.config import CoreConfig
+from gateway.dedup import IdempotencyKey, recorded_answer, remember
+from gateway.errors import NotFound
+from gateway.events import Author, Event, EventType, OutboundMessage
+from gateway.ids import event_id
+from gateway.store import Store, Tx
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    conversation_id: str
+    source: str
+    text: str
+    author: Author
+    html: str | None = None
+    internal: bool = False
+    idempotency: IdempotencyKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplyAck:
+    offset: int
+    event_id: str
+    conversation_id: str
+    duplicate: bool = False
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "offset": self.offset,
+            "event_id": self.event_id,
+            "conversation_id": self.conversation_id,
+            "duplicate": self.duplicate,
+        }
+
+
+class Replies:
+    def __init__(
+        self, store: Store, config: CoreConfig, clock: Callable[[], float] = time.time
+    ) -> None:
+        self._store = store
+        self.config = config
+        self._clock = clock
+
+    async def record(self, reply: Reply) -> ReplyAck:
+        async def unit(tx: Tx) -> ReplyAck:
+            return await self._record(tx, reply)
+
+        return await self._store.write(unit)
+
+    async def _record(self, tx: Tx, reply: Reply) -> ReplyAck:
+        now = self._clock()
+        answer = await recorded_answer(
+            tx, reply.idempotency, self.config.ingest.idempotency_window, now
+        )
+        if answer is not None:
+            data = orjson.loads(answer)
+            return ReplyAck(data["offset"], data["event_id"], data["conversation_id"], True)
+        row = await tx.get_conversation(reply.conversation_id)
+        if row is None:
+            raise NotFound(f"no conversation {reply.conversation_id!r}")
+        moment = datetime.fromtimestamp(now, UTC)
+        event = Event(
+            id=event_id(),
+            type=EventType.MESSAGE_OUTBOUND,
+            source=reply.source,
+            time=moment,
+            subject=row.id,
+            conversation_id=row.id,
+            data=OutboundMessage(
+                channel=row.channel,
+                conversation_id=row.id,
+                conversation_number=row.number,
+                contact_id=row.contact_id,
+                text=reply.text,
+                html=reply.html,
+                internal=reply.internal,
+                author=reply.author,
+            ),
+        )
+        offset = await tx.append(event)
+        if not reply.internal:
+            row.last_activity_at = now
+            await tx.save_conversation(row)
+        ack = ReplyAck(offset, event.id, row.id)
+        await remember(tx, reply.idempotency, orjson.dumps(ack.as_json()), now)
+        return ack

@@ -1,0 +1,172 @@
+"""The store's contract, shared by every engine (SQLite now, PostgreSQL later).
+
+Writes are units of work run inside a grouped transaction (`Store.write`):
+each unit sees the effects of the units before it in the same group, fails
+alone (a savepoint each), and its caller is answered only after the group's
+commit is durable. Reads use their own connection and see only what is
+committed, so nothing a reader sees can later vanish.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol, TypeVar
+
+from gateway.events import Event, rfc3339
+
+T = TypeVar("T")
+
+
+class StoreError(Exception):
+    """Base of the store's errors."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot commit now (disk full, I/O error): a temporary answer to the peer."""
+
+
+class Overloaded(StoreError):
+    """Too many writes wait for a commit; the peer should retry (503, SMTP 451)."""
+
+
+class StoreClosed(StoreError):
+    """The daemon is shutting down and takes no more writes."""
+
+
+class SchemaTooNew(StoreError):
+    """The database was migrated by a newer helpline; running older code on it is refused."""
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    digest: bytes
+    response: bytes
+    created_at: float
+
+
+@dataclass(slots=True)
+class ConversationRow:
+    id: str
+    number: int
+    contact_id: str
+    status: str  # "open" | "resolved"
+    channel: str  # the channel that opened it
+    channels: list[str]
+    created_at: float
+    last_activity_at: float
+    resolved_at: float | None
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "number": self.number,
+            "contact_id": self.contact_id,
+            "status": self.status,
+            "channel": self.channel,
+            "channels": list(self.channels),
+            "created_at": ts(self.created_at),
+            "last_activity_at": ts(self.last_activity_at),
+            "resolved_at": ts(self.resolved_at),
+        }
+
+
+def ts(value: float | None) -> str | None:
+    """An epoch timestamp from the store as the stream's RFC 3339 text."""
+    return rfc3339(datetime.fromtimestamp(value, UTC)) if value is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class ContactRow:
+    id: str
+    name: str | None
+    merged_into: str | None
+    created_at: float
+    handles: tuple[tuple[str, str], ...]
+
+
+Handle = tuple[str, str]  # (kind, normalized value): ("email", "ann@example.com")
+
+
+class Tx(Protocol):
+    """The write operations a unit of work may use, inside one grouped transaction."""
+
+    async def get_idempotency(self, scope: str, key: str) -> IdempotencyRecord | None: ...
+
+    async def put_idempotency(
+        self, scope: str, key: str, digest: bytes, response: bytes, now: float
+    ) -> None: ...
+
+    async def contacts_for_handles(self, handles: list[Handle]) -> dict[Handle, str]: ...
+
+    async def create_contact(self, contact_id: str, name: str | None, now: float) -> None: ...
+
+    async def add_handle(self, contact_id: str, handle: Handle, now: float) -> None: ...
+
+    async def conversation_by_thread(self, kind: str, ref: str) -> ConversationRow | None: ...
+
+    async def put_thread(self, kind: str, ref: str, conversation_id: str, now: float) -> None: ...
+
+    async def latest_conversation(self, contact_id: str) -> ConversationRow | None: ...
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRow | None: ...
+
+    async def create_conversation(
+        self, conversation_id: str, contact_id: str, channel: str, now: float
+    ) -> ConversationRow: ...
+
+    async def save_conversation(self, row: ConversationRow) -> None: ...
+
+    async def append(self, event: Event) -> int: ...
+
+    async def set_cursor(self, name: str, offset: int, now: float) -> None: ...
+
+
+UnitOfWork = Callable[[Tx], Awaitable[T]]
+
+
+@dataclass(frozen=True, slots=True)
+class StoreHealth:
+    writable: bool
+    last_error: str | None
+    pending: int
+    head_offset: int
+
+
+class Store(Protocol):
+    """What the core needs of a store engine."""
+
+    async def write(self, unit: UnitOfWork[T]) -> T: ...
+
+    async def read_stream(self, after: int, limit: int) -> list[tuple[int, bytes]]: ...
+
+    def head_offset(self) -> int: ...
+
+    async def list_conversations(
+        self, status: str | None, channel: str | None, before: int | None, limit: int
+    ) -> list[ConversationRow]: ...
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRow | None: ...
+
+    async def conversation_events(
+        self, conversation_id: str, after: int, limit: int
+    ) -> list[tuple[int, bytes]]: ...
+
+    async def get_contact(self, contact_id: str) -> ContactRow | None: ...
+
+    async def get_cursor(self, name: str) -> int | None: ...
+
+    async def expire_idempotency(self, older_than: float) -> int: ...
+
+    def health(self) -> StoreHealth: ...
+
+    async def close(self) -> None: ...
+
+
+def sqlite_path(url: str, state_dir: Path) -> Path:
+    """The database file of a `sqlite:///PATH` url (PATH absolute); empty: the state directory's."""
+    if not url:
+        return state_dir / "helpline.db"
+    return Path(url[len("sqlite://") :])

@@ -1,0 +1,154 @@
+"""The write operations of one grouped SQLite transaction (the Tx protocol).
+
+They run on the event loop against the writer connection; only the commit
+leaves the loop. Methods are `async` to share the protocol with engines whose
+driver is asynchronous; here they never suspend.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from gateway.events import Event
+from gateway.store import ConversationRow, Handle, IdempotencyRecord
+
+_CONVERSATION_COLUMNS = (
+    "id, number, contact_id, status, channel, channels, created_at, last_activity_at, resolved_at"
+)
+
+
+def conversation_from_row(row: tuple[object, ...]) -> ConversationRow:
+    channels = str(row[5])
+    return ConversationRow(
+        id=str(row[0]),
+        number=int(row[1]),  # type: ignore[call-overload]
+        contact_id=str(row[2]),
+        status=str(row[3]),
+        channel=str(row[4]),
+        channels=channels.split(",") if channels else [],
+        created_at=float(row[6]),  # type: ignore[arg-type]
+        last_activity_at=float(row[7]),  # type: ignore[arg-type]
+        resolved_at=float(row[8]) if row[8] is not None else None,  # type: ignore[arg-type]
+    )
+
+
+class SqliteTx:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    async def get_idempotency(self, scope: str, key: str) -> IdempotencyRecord | None:
+        row = self._conn.execute(
+            "SELECT digest, response, created_at FROM idempotency WHERE scope = ? AND key = ?",
+            (scope, key),
+        ).fetchone()
+        return IdempotencyRecord(bytes(row[0]), bytes(row[1]), float(row[2])) if row else None
+
+    async def put_idempotency(
+        self, scope: str, key: str, digest: bytes, response: bytes, now: float
+    ) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO idempotency (scope, key, digest, response, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (scope, key, digest, response, now),
+        )
+
+    async def contacts_for_handles(self, handles: list[Handle]) -> dict[Handle, str]:
+        found: dict[Handle, str] = {}
+        for kind, value in handles:
+            row = self._conn.execute(
+                "SELECT coalesce(c.merged_into, c.id) FROM handles h "
+                "JOIN contacts c ON c.id = h.contact_id WHERE h.kind = ? AND h.value = ?",
+                (kind, value),
+            ).fetchone()
+            if row:
+                found[(kind, value)] = str(row[0])
+        return found
+
+    async def create_contact(self, contact_id: str, name: str | None, now: float) -> None:
+        self._conn.execute(
+            "INSERT INTO contacts (id, name, created_at) VALUES (?, ?, ?)",
+            (contact_id, name, now),
+        )
+
+    async def add_handle(self, contact_id: str, handle: Handle, now: float) -> None:
+        self._conn.execute(
+            "INSERT INTO handles (kind, value, contact_id, created_at) VALUES (?, ?, ?, ?)",
+            (handle[0], handle[1], contact_id, now),
+        )
+
+    async def conversation_by_thread(self, kind: str, ref: str) -> ConversationRow | None:
+        row = self._conn.execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = "
+            "(SELECT conversation_id FROM thread_refs WHERE kind = ? AND ref = ?)",
+            (kind, ref),
+        ).fetchone()
+        return conversation_from_row(row) if row else None
+
+    async def put_thread(self, kind: str, ref: str, conversation_id: str, now: float) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO thread_refs (kind, ref, conversation_id, created_at) "
+            "VALUES (?, ?, ?, ?)",
+            (kind, ref, conversation_id, now),
+        )
+
+    async def latest_conversation(self, contact_id: str) -> ConversationRow | None:
+        row = self._conn.execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE contact_id = ? "
+            "ORDER BY last_activity_at DESC LIMIT 1",
+            (contact_id,),
+        ).fetchone()
+        return conversation_from_row(row) if row else None
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRow | None:
+        row = self._conn.execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = ?",
+            (conversation_id,),
+        ).fetchone()
+        return conversation_from_row(row) if row else None
+
+    async def create_conversation(
+        self, conversation_id: str, contact_id: str, channel: str, now: float
+    ) -> ConversationRow:
+        cursor = self._conn.execute(
+            "INSERT INTO conversations (id, contact_id, status, channel, channels, created_at, "
+            "last_activity_at) VALUES (?, ?, 'open', ?, ?, ?, ?)",
+            (conversation_id, contact_id, channel, channel, now, now),
+        )
+        return ConversationRow(
+            id=conversation_id,
+            number=int(cursor.lastrowid or 0),
+            contact_id=contact_id,
+            status="open",
+            channel=channel,
+            channels=[channel],
+            created_at=now,
+            last_activity_at=now,
+            resolved_at=None,
+        )
+
+    async def save_conversation(self, row: ConversationRow) -> None:
+        self._conn.execute(
+            "UPDATE conversations SET status = ?, channels = ?, last_activity_at = ?, "
+            "resolved_at = ? WHERE id = ?",
+            (row.status, ",".join(row.channels), row.last_activity_at, row.resolved_at, row.id),
+        )
+
+    async def append(self, event: Event) -> int:
+        cursor = self._conn.execute(
+            "INSERT INTO events (id, type, conversation_id, time, body) VALUES (?, ?, ?, ?, ?)",
+            (
+                event.id,
+                event.type.value,
+                event.conversation_id,
+                event.time.timestamp(),
+                event.envelope_json(),
+            ),
+        )
+        return int(cursor.lastrowid or 0)
+
+    async def set_cursor(self, name: str, offset: int, now: float) -> None:
+        self._conn.execute(
+            "INSERT INTO cursors (name, seq, updated_at) VALUES (?, ?, ?) "
+            "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, updated_at = excluded.updated_at",
+            (name, offset, now),
+        )

@@ -1,0 +1,59 @@
+"""Reading the stream, and waking readers when a commit adds to it (no polling).
+
+Offsets come from the store in commit order, so a reader that has seen N
+never later finds a new event below N; a reader only needs to remember the
+last offset it handled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from gateway.store import Store
+
+
+class StreamNotifier:
+    """Wakes every waiter once per commit that moved the head."""
+
+    def __init__(self, head: int = 0) -> None:
+        self.head = head
+        self._changed = asyncio.Event()
+
+    def committed(self, head: int) -> None:
+        self.head = head
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    def wake_all(self) -> None:
+        """Release every waiter now (at shutdown), whether or not anything was committed."""
+        self._changed.set()
+        self._changed = asyncio.Event()
+
+    async def wait_beyond(self, offset: int, timeout: float) -> bool:
+        """Wait until the head passes `offset`; False if the timeout came first."""
+        if self.head > offset:
+            return True
+        changed = self._changed
+        try:
+            await asyncio.wait_for(changed.wait(), timeout)
+        except TimeoutError:
+            return self.head > offset
+        return True
+
+
+class StreamReader:
+    """What components and the API use to read and follow the stream."""
+
+    def __init__(self, store: Store, notifier: StreamNotifier) -> None:
+        self._store = store
+        self._notifier = notifier
+
+    @property
+    def head(self) -> int:
+        return self._notifier.head
+
+    async def read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        return await self._store.read_stream(after, limit)
+
+    async def wait(self, after: int, timeout: float) -> bool:
+        return await self._notifier.wait_beyond(after, timeout)

@@ -1,0 +1,259 @@
+"""The /v1 HTTP API: the `api` channel's intake, the stream, conversations and agent actions.
+
+Handlers translate HTTP to the core's calls and back; every refusal is raised
+and turned into a problem document by one middleware (problems.py).
+"""
+
+from __future__ import annotations
+
+import nh3
+import orjson
+from aiohttp import web
+
+from gateway.config import CHANNELS
+from gateway.conversations import ThreadRef, Transition, reopen, resolve
+from gateway.dedup import IdempotencyKey, digest_of
+from gateway.errors import InvalidInput, NotFound
+from gateway.events import Author, with_offset
+from gateway.identity import Handles, normalize_email, normalize_phone, normalize_visitor
+from gateway.ingest import Inbound
+from gateway.replies import Reply
+from gateway.store import Tx, ts
+from gateway.web.auth import Caller
+from gateway.web.bodies import MessageIn, ReplyIn, TransitionIn
+from gateway.web.context import WebContext, context
+from gateway.web.sse import serve_sse
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+
+
+def int_param(request: web.Request, name: str, default: int | None, lo: int, hi: int) -> int | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if not raw.isdigit() or not lo <= int(raw) <= hi:
+        raise InvalidInput(name, f"must be a whole number from {lo} to {hi}, not {raw!r}")
+    return int(raw)
+
+
+def choice_param(request: web.Request, name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return None
+    if raw not in allowed:
+        raise InvalidInput(name, f"must be one of {', '.join(allowed)}, not {raw!r}")
+    return raw
+
+
+async def _json_body(request: web.Request) -> bytes:
+    ctype = request.headers.get("Content-Type", "")
+    mime = ctype.split(";", 1)[0].strip().lower()
+    if mime and mime != "application/json" and not mime.endswith("+json"):
+        raise web.HTTPUnsupportedMediaType(
+            reason="Unsupported Media Type", text=f"send JSON (application/json), not {mime}"
+        )
+    return await request.read()
+
+
+def _idempotency(
+    request: web.Request, caller: Caller, operation: str, fallback: str | None, digest: bytes
+) -> IdempotencyKey | None:
+    header = request.headers.get("Idempotency-Key")
+    if header is not None:
+        if not header or len(header) > MAX_IDEMPOTENCY_KEY or not header.isprintable():
+            raise InvalidInput(
+                "Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
+            )
+        key = f"{operation}:h:{header}"
+    elif fallback is not None:
+        key = f"{operation}:x:{fallback}"
+    else:
+        return None
+    return IdempotencyKey(scope=f"api:{caller.token_name}", key=key, digest=digest)
+
+
+def _sanitize(html: str | None) -> str | None:
+    return nh3.clean(html) if html else html
+
+
+def _handles(ctx: WebContext, body: MessageIn) -> Handles:
+    sender = body.sender
+    region = ctx.config.identity.default_region
+    return Handles(
+        email=normalize_email(sender.email, "from.email") if sender.email else None,
+        phone=normalize_phone(sender.phone, region, "from.phone") if sender.phone else None,
+        visitor_id=normalize_visitor(sender.visitor_id, "from.visitor_id")
+        if sender.visitor_id
+        else None,
+    )
+
+
+async def post_message(request: web.Request) -> web.Response:
+    ctx = context(request)
+    caller = ctx.tokens.caller(request)
+    try:
+        body = MessageIn.model_validate_json(await _json_body(request))
+        limit = ctx.config.ingest.max_text_size
+        for name, value in (("text", body.text), ("html", body.html)):
+            if value and len(value.encode()) > limit:
+                raise InvalidInput(name, f"longer than [ingest] max_text_size ({limit} bytes)")
+        handles = _handles(ctx, body)
+        digest = digest_of(body.model_dump_json(by_alias=True).encode())
+        item = Inbound(
+            channel="api",
+            source=f"/api/{caller.token_name}",
+            handles=handles,
+            name=body.sender.name,
+            subject=body.subject,
+            text=body.text,
+            html=_sanitize(body.html),
+            external_id=body.external_id,
+            thread=ThreadRef("api", body.thread) if body.thread else None,
+            sent_at=body.sent_at,
+            idempotency=_idempotency(request, caller, "msg", body.external_id, digest),
+        )
+        ack = await ctx.ingestor.ingest(item)
+    except Exception as err:
+        ctx.metrics.ingest_errors.labels("api", type(err).__name__).inc()
+        raise
+    return _json(ack.as_json(), status=200 if ack.duplicate else 201)
+
+
+async def get_stream(request: web.Request) -> web.StreamResponse:
+    ctx = context(request)
+    ctx.tokens.caller(request)
+    after = int_param(request, "after", 0, 0, 2**62) or 0
+    limit = int_param(request, "limit", 100, 1, 1000) or 100
+    if "text/event-stream" in request.headers.get("Accept", ""):
+        last_id = request.headers.get("Last-Event-ID", "")
+        if last_id.isdigit():
+            after = int(last_id)
+        return await serve_sse(request, ctx, after)
+    rows = await ctx.reader.read(after, limit)
+    next_after = rows[-1][0] if rows else after
+    body = (
+        b'{"events":['
+        + b",".join(with_offset(seq, env) for seq, env in rows)
+        + b'],"next_after":'
+        + str(next_after).encode()
+        + b"}"
+    )
+    return web.Response(body=body, content_type="application/json")
+
+
+async def list_conversations(request: web.Request) -> web.Response:
+    ctx = context(request)
+    ctx.tokens.caller(request)
+    status = choice_param(request, "status", ("open", "resolved"))
+    channel = choice_param(request, "channel", CHANNELS)
+    before = int_param(request, "before", None, 1, 2**62)
+    limit = int_param(request, "limit", 50, 1, 500) or 50
+    rows = await ctx.store.list_conversations(status, channel, before, limit)
+    return _json(
+        {
+            "conversations": [row.as_json() for row in rows],
+            "next_before": rows[-1].number if len(rows) == limit else None,
+        }
+    )
+
+
+async def get_conversation(request: web.Request) -> web.Response:
+    ctx = context(request)
+    ctx.tokens.caller(request)
+    conversation_id = request.match_info["conversation_id"]
+    row = await ctx.store.get_conversation(conversation_id)
+    if row is None:
+        raise NotFound(f"no conversation {conversation_id!r}")
+    after = int_param(request, "after", 0, 0, 2**62) or 0
+    limit = int_param(request, "limit", 500, 1, 1000) or 500
+    rows = await ctx.store.conversation_events(conversation_id, after, limit)
+    events = b",".join(with_offset(seq, env) for seq, env in rows)
+    head = orjson.dumps(row.as_json())
+    next_after = str(rows[-1][0] if len(rows) == limit else "null").encode()
+    body = b'{"conversation":' + head + b',"events":[' + events + b'],"next_after":'
+    return web.Response(body=body + next_after + b"}", content_type="application/json")
+
+
+async def post_reply(request: web.Request) -> web.Response:
+    ctx = context(request)
+    caller = ctx.tokens.caller(request)
+    conversation_id = request.match_info["conversation_id"]
+    body = ReplyIn.model_validate_json(await _json_body(request))
+    digest = digest_of(conversation_id.encode(), body.model_dump_json().encode())
+    ack = await ctx.replies.record(
+        Reply(
+            conversation_id=conversation_id,
+            source=f"/api/{caller.token_name}",
+            text=body.text,
+            html=_sanitize(body.html),
+            internal=body.internal,
+            author=Author(kind=body.author.kind, name=body.author.name),
+            idempotency=_idempotency(request, caller, "reply", None, digest),
+        )
+    )
+    return _json(ack.as_json(), status=200 if ack.duplicate else 201)
+
+
+async def _transition(request: web.Request, action: str) -> web.Response:
+    ctx = context(request)
+    caller = ctx.tokens.caller(request)
+    conversation_id = request.match_info["conversation_id"]
+    raw = await _json_body(request)
+    body = TransitionIn.model_validate_json(raw) if raw.strip() else TransitionIn()
+    change = resolve if action == "resolve" else reopen
+    now = ctx.ingestor.now()
+
+    async def unit(tx: Tx) -> Transition:
+        return await change(
+            tx, conversation_id, source=f"/api/{caller.token_name}", now=now, reason=body.reason
+        )
+
+    result = await ctx.store.write(unit)
+    return _json(
+        {
+            "conversation": result.conversation.as_json(),
+            "changed": result.changed,
+            "offset": result.offset,
+        }
+    )
+
+
+async def post_resolve(request: web.Request) -> web.Response:
+    return await _transition(request, "resolve")
+
+
+async def post_reopen(request: web.Request) -> web.Response:
+    return await _transition(request, "reopen")
+
+
+async def get_contact(request: web.Request) -> web.Response:
+    ctx = context(request)
+    ctx.tokens.caller(request)
+    requested = request.match_info["contact_id"]
+    contact = await ctx.store.get_contact(requested)
+    if contact is None:
+        raise NotFound(f"no contact {requested!r}")
+    return _json(
+        {
+            "id": contact.id,
+            "requested_id": requested,
+            "name": contact.name,
+            "handles": [{"kind": kind, "value": value} for kind, value in contact.handles],
+            "created_at": ts(contact.created_at),
+        }
+    )
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/messages", post_message)
+    app.router.add_get("/v1/stream", get_stream)
+    app.router.add_get("/v1/conversations", list_conversations)
+    app.router.add_get("/v1/conversations/{conversation_id}", get_conversation)
+    app.router.add_post("/v1/conversations/{conversation_id}/replies", post_reply)
+    app.router.add_post("/v1/conversations/{conversation_id}/resolve", post_resolve)
+    app.router.add_post("/v1/conversations/{conversation_id}/reopen", post_reopen)
+    app.router.add_get("/v1/contacts/{contact_id}", get_contact)
