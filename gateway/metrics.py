@@ -17,7 +17,6 @@ from prometheus_client.exposition import generate_latest
 
 from gateway.config import CHANNELS
 
-
 disable_created_metrics()  # the *_created series only double the exposition
 
 
