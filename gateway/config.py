@@ -8,6 +8,7 @@ collected and reported in one run, with the line where it can be found.
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -203,14 +204,17 @@ def find_line(text: str, loc: tuple[str, ...]) -> int | None:
     return None
 
 
-def _validate_components(core: CoreConfig, text: str) -> tuple[list[ComponentSpec], list[Problem]]:
+def _validate_components(
+    data: dict[str, Any], text: str
+) -> tuple[list[ComponentSpec], list[Problem]]:
+    """Each component section against its type's model, independently of the core's result."""
     specs: list[ComponentSpec] = []
     problems: list[Problem] = []
-    sections: list[tuple[registry.Kind, dict[str, dict[str, Any]]]] = [
-        ("connector", core.connectors),
-        ("backend", core.backends),
-    ]
-    for kind, section in sections:
+    kinds: tuple[registry.Kind, ...] = ("connector", "backend")
+    for kind in kinds:
+        section = data.get(f"{kind}s", {})
+        if not isinstance(section, dict):
+            continue  # the core model reports it
         for name, raw in section.items():
             loc = (f"{kind}s", name)
             if not isinstance(raw, dict):
@@ -243,20 +247,28 @@ def _validate_components(core: CoreConfig, text: str) -> tuple[list[ComponentSpe
     return specs, problems
 
 
+def _in_file_order(problems: list[Problem]) -> list[Problem]:
+    return sorted(problems, key=lambda p: (p.line is None, p.line or 0, p.path))
+
+
 def parse_config(text: str, source: Path | None = None) -> Config:
     """Validate a whole file; raise ConfigError listing every problem in it."""
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
-        line = getattr(err, "lineno", None)
+        found = re.search(r"at line (\d+)", str(err))
+        line = int(found.group(1)) if found else len(text.splitlines()) or None
         raise ConfigError([Problem("", f"not valid TOML: {err}", line)], source) from err
+    problems: list[Problem] = []
+    core: CoreConfig | None = None
     try:
         core = CoreConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(_problems(err, (), text), source) from err
-    specs, problems = _validate_components(core, text)
-    if problems:
-        raise ConfigError(problems, source)
+        problems.extend(_problems(err, (), text))
+    specs, component_problems = _validate_components(data, text)
+    problems.extend(component_problems)
+    if problems or core is None:
+        raise ConfigError(_in_file_order(problems), source)
     return Config(core=core, components=tuple(specs), source=source)
 
 

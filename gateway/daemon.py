@@ -34,6 +34,7 @@ from gateway.web.auth import TokenTable, token_path
 from gateway.web.context import WebContext
 
 IDEMPOTENCY_SWEEP_INTERVAL = 3600.0
+IDEMPOTENCY_FIRST_SWEEP = 60.0
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -66,7 +67,7 @@ class Daemon:
     async def run(self) -> int:
         """Serve until SIGTERM or SIGINT; the exit status is 0 after a clean drain."""
         self._install_signals()
-        await self._open()
+        await self.start()
         try:
             while not self._stop.is_set():
                 await self._wait_for_signal()
@@ -74,7 +75,7 @@ class Daemon:
                     self._reload.clear()
                     await self.reload()
         finally:
-            await self._shutdown()
+            await self.stop()
         return 0
 
     def _install_signals(self) -> None:
@@ -96,7 +97,8 @@ class Daemon:
             for task in waits:
                 task.cancel()
 
-    async def _open(self) -> None:
+    async def start(self) -> None:
+        """Open the store and start serving; returns once HTTP accepts (READY)."""
         core = self.config.core
         self.store = SqliteStore(
             sqlite_path(core.store.url, self.state_dir),
@@ -254,6 +256,7 @@ class Daemon:
         }
 
     async def _sweep_idempotency(self) -> None:
+        await asyncio.sleep(IDEMPOTENCY_FIRST_SWEEP)  # not in the way of a start-up backlog
         while True:
             window = self.config.core.ingest.idempotency_window
             try:
@@ -277,7 +280,8 @@ class Daemon:
         elif task.exception() is not None:
             log.error("daemon.shutdown_step_failed", step=what, error=str(task.exception()))
 
-    async def _shutdown(self) -> None:
+    async def stop(self) -> None:
+        """The bounded shutdown order: stop accepting, drain, commit, close the store."""
         log.info("daemon.stopping", drain_timeout=self.config.core.daemon.drain_timeout)
         started = time.monotonic()
         if self._sweeper is not None:

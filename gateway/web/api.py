@@ -50,13 +50,16 @@ def choice_param(request: web.Request, name: str, allowed: tuple[str, ...]) -> s
 
 
 async def _json_body(request: web.Request) -> bytes:
+    raw = await request.read()
+    if not raw.strip():
+        return raw  # no body at all: the handler decides whether that is allowed
     ctype = request.headers.get("Content-Type", "")
     mime = ctype.split(";", 1)[0].strip().lower()
     if mime and mime != "application/json" and not mime.endswith("+json"):
         raise web.HTTPUnsupportedMediaType(
             reason="Unsupported Media Type", text=f"send JSON (application/json), not {mime}"
         )
-    return await request.read()
+    return raw
 
 
 def _idempotency(

@@ -79,7 +79,11 @@ def _from_http_error(err: web.HTTPException) -> web.Response:
             f"{err.method} is not served here; use {allowed}",
             headers={"Allow": allowed},
         )
-    headers = {k: v for k, v in err.headers.items() if k.lower() in {"allow", "retry-after"}}
+    headers = {
+        k: v
+        for k, v in err.headers.items()
+        if k.lower() in {"allow", "retry-after", "www-authenticate"}
+    }
     detail = err.text if err.text and not err.text.startswith(f"{err.status}:") else err.reason
     return problem(err.status, slug, err.reason, detail or err.reason, headers=headers)
 
