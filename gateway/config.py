@@ -8,6 +8,7 @@ collected and reported in one run, with the line where it can be found.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import tomllib
 from dataclasses import dataclass, field
@@ -55,6 +56,16 @@ class HttpConfig(Section):
     trusted_proxies: list[str] = Field(default_factory=list)
     max_body_size: ByteSize = 1024 * 1024
     keepalive_timeout: Duration = 75.0
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry.strip(), strict=False)
+            except ValueError as err:
+                raise ValueError(f"{entry!r} is not an IP address or CIDR range") from err
+        return value
 
     @field_validator("public_url")
     @classmethod

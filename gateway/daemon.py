@@ -32,6 +32,7 @@ from gateway.supervisor import Supervisor
 from gateway.web.app import ComponentRoutes, build_app
 from gateway.web.auth import TokenTable, token_path
 from gateway.web.context import WebContext
+from gateway.web.proxies import ProxyRules
 
 IDEMPOTENCY_SWEEP_INTERVAL = 3600.0
 IDEMPOTENCY_FIRST_SWEEP = 60.0
@@ -124,6 +125,7 @@ class Daemon:
             tokens=TokenTable.from_config(core.http, self.state_dir),
             config=core,
             readiness=self.readiness,
+            proxies=ProxyRules(core.http.trusted_proxies, core.http.public_url),
         )
         if not core.http.tokens:
             log.info(
@@ -176,7 +178,11 @@ class Daemon:
     async def _start_component(self, spec: Any) -> None:
         factory = registry.resolve(spec.kind, spec.type)
         supervisor = Supervisor(
-            spec, factory, self._context_for, self.config.core.daemon.stop_timeout
+            spec,
+            factory,
+            self._context_for,
+            self.config.core.daemon.stop_timeout,
+            on_error=lambda name: self.metrics.connector_errors.labels(name).inc(),
         )
         self._supervisors[spec.key] = supervisor
         await supervisor.start()
@@ -212,6 +218,7 @@ class Daemon:
             )
         core = new.core
         self.web.tokens = TokenTable.from_config(core.http, self.state_dir)
+        self.web.proxies = ProxyRules(core.http.trusted_proxies, core.http.public_url)
         self.web.config = core
         self.ingestor.config = core
         self.replies.config = core

@@ -45,11 +45,13 @@ class Supervisor:
         factory: ComponentFactory,
         make_context: Callable[[Supervisor], ComponentContext],
         stop_timeout: float,
+        on_error: Callable[[str], None] = lambda name: None,
     ) -> None:
         self.spec = spec
         self._factory = factory
         self._make_context = make_context
         self._stop_timeout = stop_timeout
+        self._on_error = on_error
         self._component: Component | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._crashed = asyncio.Event()
@@ -89,6 +91,7 @@ class Supervisor:
         if err is not None:
             self._last_error = f"{type(err).__name__}: {err}"
             self.log.error("component.task_crashed", task=task.get_name(), error=self._last_error)
+            self._on_error(self.spec.name)
             self._crashed.set()
 
     async def start(self) -> None:
@@ -125,11 +128,13 @@ class Supervisor:
             await component.start(self._make_context(self))
         except PermanentStartError as err:
             self._set(ComponentState.FAILED, str(err))
+            self._on_error(self.spec.name)
             self.log.error("component.failed", error=str(err), hint="fix the config and reload")
             await self._stop_component()
             return False
         except Exception as err:  # noqa: BLE001 - any other start failure may pass: retry
             self._set(ComponentState.RETRYING, f"{type(err).__name__}: {err}")
+            self._on_error(self.spec.name)
             if attempt == 1:
                 self.log.warning("component.start_failed", error=self._last_error, retrying=True)
             else:
@@ -169,5 +174,6 @@ class Supervisor:
         if self._component is not None and self._state is ComponentState.RUNNING:
             inner = self._component.health()
             counters = {**inner.counters, "restarts": self._restarts}
-            return Health(inner.state, inner.since, inner.last_error, counters)
+            # Running again after a crash: the crash stays visible until it has its own error.
+            return Health(inner.state, inner.since, inner.last_error or self._last_error, counters)
         return Health(self._state, self._since, self._last_error, {"restarts": self._restarts})

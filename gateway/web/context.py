@@ -15,6 +15,7 @@ from gateway.replies import Replies
 from gateway.store import Store
 from gateway.stream import StreamNotifier, StreamReader
 from gateway.web.auth import TokenTable
+from gateway.web.proxies import ProxyRules
 
 
 @dataclass(slots=True)
@@ -28,6 +29,7 @@ class WebContext:
     tokens: TokenTable  # replaced on reload
     config: CoreConfig  # replaced on reload
     readiness: Callable[[], tuple[bool, dict[str, Any]]]
+    proxies: ProxyRules  # replaced on reload
     shutting_down: bool = False
 
 

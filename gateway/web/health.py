@@ -7,9 +7,11 @@ in the body and in /metrics, and never takes intake out of rotation.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 from importlib import resources
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -61,14 +63,19 @@ async def metrics(request: web.Request) -> web.Response:
     )
 
 
-_OPENAPI: bytes | None = None
+@functools.cache
+def _openapi_document() -> dict[str, Any]:
+    parsed: dict[str, Any] = orjson.loads(
+        (resources.files("gateway.web") / "openapi.json").read_bytes()
+    )
+    return parsed
 
 
 async def openapi(request: web.Request) -> web.Response:
-    global _OPENAPI  # noqa: PLW0603 - read once, the file never changes while running
-    if _OPENAPI is None:
-        _OPENAPI = (resources.files("gateway.web") / "openapi.json").read_bytes()
-    return web.Response(body=_OPENAPI, content_type="application/json")
+    """The API description, its `servers` entry naming how this client reaches helpline."""
+    ctx = context(request)
+    document = {**_openapi_document(), "servers": [{"url": ctx.proxies.base_url(request)}]}
+    return web.Response(body=orjson.dumps(document), content_type="application/json")
 
 
 def add_routes(app: web.Application) -> None:

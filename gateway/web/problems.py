@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from gateway.errors import IdempotencyConflict, InvalidInput, NotFound
 from gateway.store import Overloaded, StoreClosed, StoreUnavailable
+from gateway.web.context import context
 
 PROBLEM_TYPE = "urn:helpline:problem:"
 RETRY_AFTER_SECONDS = "1"
@@ -93,6 +94,19 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 @web.middleware
 async def problem_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    response = await _translated(request, handler)
+    if response.status == 401 or response.status >= 500:
+        log.warning(
+            "http.refused",
+            status=response.status,
+            method=request.method,
+            path=request.path,
+            client=context(request).proxies.client(request),
+        )
+    return response
+
+
+async def _translated(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except web.HTTPException as err:
