@@ -19,7 +19,7 @@ from pathlib import Path
 
 import orjson
 
-from bench.procs import DAEMON_CORE, REPO_ROOT, BenchError, pinned
+from bench.procs import DAEMON_CORE, REPO_ROOT, BenchError, child_env, pinned
 
 RECORD = b"x" * 1023 + b"\n"
 
@@ -57,7 +57,13 @@ def run_pinned(directory: Path, seconds: float, core: int | None = DAEMON_CORE) 
     """`measure` in a separate process on the daemon's core, as the daemon's commits run."""
     cmd = pinned([sys.executable, "-m", "bench.fsync_rate", str(directory), str(seconds)], core)
     done = subprocess.run(
-        cmd, capture_output=True, text=True, timeout=seconds + 60, check=False, cwd=REPO_ROOT
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=False,
+        cwd=REPO_ROOT,
+        env=child_env(),
     )
     if done.returncode != 0:
         raise BenchError(f"the fsync baseline failed ({done.returncode}):\n{done.stderr}")

@@ -98,6 +98,18 @@ class Child:
         return self.exit_code
 
 
+def child_env() -> dict[str, str]:
+    """Our environment with this checkout first on PYTHONPATH.
+
+    So the daemon and the baseline import `gateway` from the checkout the harness
+    lives in, not from wherever the virtualenv's editable install points.
+    """
+    env = dict(os.environ)
+    rest = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = f"{REPO_ROOT}{os.pathsep}{rest}" if rest else str(REPO_ROOT)
+    return env
+
+
 def spawn(
     name: str, cmd: Sequence[str], log_path: Path, env: dict[str, str] | None = None
 ) -> Child:
@@ -110,7 +122,7 @@ def spawn(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            env=env,
+            env=child_env() if env is None else env,
             cwd=REPO_ROOT,
         )
     except OSError:
