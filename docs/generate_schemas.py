@@ -33,7 +33,7 @@ ENVELOPE_DESCRIPTIONS = {
     ),
     "type": "The event type; a changed data shape is a new .vN type.",
     "time": "When helpline committed the event: UTC, milliseconds, Z.",
-    "subject": "The id of the conversation the event belongs to.",
+    "subject": "The conversation the event belongs to; for contact.* events, the contact.",
     "datacontenttype": "Always application/json: data is a JSON object.",
     "data": "The type's payload.",
 }
@@ -46,6 +46,10 @@ def _hoist(model_schema: dict[str, Any], name: str) -> dict[str, Any]:
         raise ValueError(f"{name} is both the data model and one of its own $defs")
     defs[name] = model_schema
     return defs
+
+
+def _subject_prefix(event_type: EventType) -> str:
+    return "ct" if event_type.value.startswith("helpline.contact.") else "conv"
 
 
 def event_schema(event_type: EventType) -> dict[str, Any]:
@@ -61,7 +65,7 @@ def event_schema(event_type: EventType) -> dict[str, Any]:
         "source": {"type": "string", "pattern": "^/((api|connectors|backends)/.+|core)$"},
         "type": {"const": event_type.value},
         "time": {"type": "string", "format": "date-time"},
-        "subject": {"type": "string", "pattern": f"^conv_{ULID}$"},
+        "subject": {"type": "string", "pattern": f"^{_subject_prefix(event_type)}_{ULID}$"},
         "datacontenttype": {"const": "application/json"},
         "data": {"$ref": f"#/$defs/{name}"},
     }

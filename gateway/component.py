@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 from pydantic import BaseModel
 
+from gateway.times import rfc3339
+
 if TYPE_CHECKING:
     import structlog
 
@@ -53,7 +55,7 @@ class Health:
     def as_json(self) -> dict[str, Any]:
         return {
             "state": self.state.label,
-            "since": self.since.isoformat(),
+            "since": rfc3339(self.since),
             "last_error": self.last_error,
             "counters": dict(self.counters),
         }

@@ -80,9 +80,37 @@ class IngestConfig(Section):
     max_text_size: ByteSize = 256 * 1024
 
 
+# Providers where "ann+anything@" reaches "ann@": folded so one person is one handle.
+SUBADDRESS_DOMAINS = (
+    "gmail.com",
+    "googlemail.com",
+    "outlook.com",
+    "hotmail.com",
+    "live.com",
+    "icloud.com",
+    "me.com",
+    "fastmail.com",
+    "proton.me",
+    "protonmail.com",
+)
+
+
 class IdentityConfig(Section):
     # Region for phone numbers written without a country code, e.g. "DE".
     default_region: str | None = None
+    # Domains whose mailbox names differ by letter case (rare); elsewhere Ann@ is ann@.
+    case_sensitive_domains: list[str] = Field(default_factory=list)
+    # Domains where a sub-address tag is folded away: ann+news@gmail.com is ann@gmail.com.
+    subaddress_domains: list[str] = Field(default_factory=lambda: list(SUBADDRESS_DOMAINS))
+    subaddress_separator: str = Field(default="+", min_length=1, max_length=1)
+
+    @field_validator("case_sensitive_domains", "subaddress_domains")
+    @classmethod
+    def _domains(cls, value: list[str]) -> list[str]:
+        for domain in value:
+            if "@" in domain or "." not in domain or " " in domain:
+                raise ValueError(f"{domain!r} is not a domain name such as 'example.com'")
+        return [d.lower().strip() for d in value]
 
     @field_validator("default_region")
     @classmethod
@@ -94,6 +122,7 @@ class IdentityConfig(Section):
 
 class ConversationsConfig(Section):
     reopen_window: Duration = 7 * 86400.0
+    max_reference_age: Duration = 365 * 86400.0
 
 
 class FirstResponseTargets(Section):

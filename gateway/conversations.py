@@ -1,10 +1,12 @@
 """Which conversation a message joins, and the open/resolved transitions.
 
 Order of evidence: an explicit thread reference wins whatever the age of its
-conversation; otherwise the contact's latest conversation if its last
-activity is within the reopen window, whatever the channel (a resolved one
-reopens); otherwise a new conversation. Every transition is an event, so the
-stream alone tells a backend when to open, reopen or close a ticket.
+conversation (up to [conversations] max_reference_age, so a reply to a
+years-old mail starts afresh); otherwise the contact's latest conversation
+(across merged contacts) if its last activity is within the reopen window,
+whatever the channel (a resolved one reopens); otherwise a new conversation
+that links to the one before. Every transition is an event, so the stream
+alone tells a backend when to open, reopen or close a ticket.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ def _change_event(
         time=datetime.fromtimestamp(now, UTC),
         subject=row.id,
         conversation_id=row.id,
+        contact_id=row.contact_id,
         data=ConversationChange(
             conversation_id=row.id,
             conversation_number=row.number,
@@ -51,6 +54,7 @@ def _change_event(
             channel=row.channel,
             status=row.status,
             reason=reason,
+            previous_conversation_id=row.previous_id,
         ),
     )
 
@@ -71,21 +75,28 @@ async def assign(
     thread: ThreadRef | None,
     now: float,
     reopen_window: float,
+    max_reference_age: float,
     source: str,
 ) -> ConversationRow:
     """The conversation a new inbound message belongs to, opened or reopened as needed."""
     row = await tx.conversation_by_thread(thread.kind, thread.ref) if thread else None
+    if row is not None and now - row.last_activity_at > max_reference_age:
+        row = None
+    latest = None
     if row is None:
         latest = await tx.latest_conversation(contact_id)
         if latest is not None and now - latest.last_activity_at <= reopen_window:
             row = latest
     if row is None:
-        row = await tx.create_conversation(new_conversation_id(), contact_id, channel, now)
+        previous = latest.id if latest is not None else None
+        row = await tx.create_conversation(
+            new_conversation_id(), contact_id, channel, now, previous
+        )
         await tx.append(_change_event(EventType.CONVERSATION_OPENED, row, source, now))
     elif row.status == "resolved":
         await _reopen(tx, row, source, now, reason="customer wrote again")
     if thread is not None:
-        await tx.put_thread(thread.kind, thread.ref, row.id, now)
+        await tx.put_thread(thread.kind, thread.ref, row.id, now)  # first use of a ref sticks
     row.last_activity_at = now
     if channel not in row.channels:
         row.channels.append(channel)

@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway import registry, reload
 from gateway.component import ComponentContext, ComponentState
 from gateway.config import Config, ConfigError, load_config
+from gateway.identity import HandleRules
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -29,6 +30,7 @@ from gateway.store import sqlite_path
 from gateway.store.sqlite import SqliteStore
 from gateway.stream import StreamNotifier, StreamReader
 from gateway.supervisor import Supervisor
+from gateway.times import rfc3339
 from gateway.web.app import ComponentRoutes, build_app
 from gateway.web.auth import TokenTable, token_path
 from gateway.web.context import WebContext
@@ -126,6 +128,7 @@ class Daemon:
             config=core,
             readiness=self.readiness,
             proxies=ProxyRules(core.http.trusted_proxies, core.http.public_url),
+            handle_rules=HandleRules.from_config(core.identity),
         )
         if not core.http.tokens:
             log.info(
@@ -219,6 +222,7 @@ class Daemon:
         core = new.core
         self.web.tokens = TokenTable.from_config(core.http, self.state_dir)
         self.web.proxies = ProxyRules(core.http.trusted_proxies, core.http.public_url)
+        self.web.handle_rules = HandleRules.from_config(core.identity)
         self.web.config = core
         self.ingestor.config = core
         self.replies.config = core
@@ -251,7 +255,7 @@ class Daemon:
         status = "unready" if not ready else "degraded" if degraded else "ready"
         return ready, {
             "status": status,
-            "time": datetime.now(UTC).isoformat(),
+            "time": rfc3339(datetime.now(UTC)),
             "store": {
                 "writable": store.writable,
                 "last_error": store.last_error,

@@ -19,6 +19,7 @@ class IdempotencyKey:
     scope: str
     key: str
     digest: bytes
+    label: str = ""  # the key as its sender wrote it, for error messages
 
 
 def digest_of(*parts: bytes) -> bytes:
@@ -40,7 +41,7 @@ async def recorded_answer(
         return None
     if record.digest != idem.digest:
         raise IdempotencyConflict(
-            f"the idempotency key {idem.key!r} was already used with a different body"
+            f"{idem.label or repr(idem.key)} was already used with a different body"
         )
     return record.response
 

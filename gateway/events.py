@@ -12,12 +12,19 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
 from gateway.config import Channel
+from gateway.times import rfc3339
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(rfc3339, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
 
 
 class EventType(enum.StrEnum):
@@ -26,6 +33,9 @@ class EventType(enum.StrEnum):
     CONVERSATION_OPENED = "helpline.conversation.opened.v1"
     CONVERSATION_RESOLVED = "helpline.conversation.resolved.v1"
     CONVERSATION_REOPENED = "helpline.conversation.reopened.v1"
+    CONTACT_MERGED = "helpline.contact.merged.v1"
+    CONTACT_SPLIT = "helpline.contact.split.v1"
+    CONTACT_LINK_SUGGESTED = "helpline.contact.link_suggested.v1"
 
 
 class EventData(BaseModel):
@@ -57,11 +67,15 @@ class InboundMessage(EventData):
     html: str | None = None
     external_id: str | None = None
     thread: str | None = None
-    sent_at: datetime | None = Field(
+    duplicate_of: str | None = Field(
+        default=None,
+        description="an earlier event of the same contact with nearly the same text",
+    )
+    sent_at: Timestamp | None = Field(
         default=None,
         description="the customer's own send time: shown, never trusted; clamped to accepted_at",
     )
-    accepted_at: datetime
+    accepted_at: Timestamp
 
 
 class OutboundMessage(EventData):
@@ -82,6 +96,41 @@ class ConversationChange(EventData):
     channel: Channel
     status: Literal["open", "resolved"]
     reason: str | None = None
+    previous_conversation_id: str | None = Field(
+        default=None, description="the contact's conversation before this one, if any"
+    )
+
+
+class HandleData(EventData):
+    kind: Literal["email", "phone", "visitor"]
+    value: str
+
+
+class ContactMerged(EventData):
+    """Two or more contacts are one person from now on; lookups find the survivor."""
+
+    survivor_id: str
+    merged_ids: list[str]
+    evidence: str
+    cause_event_id: str | None = None
+    handles: list[HandleData] = Field(default_factory=list)
+
+
+class ContactSplit(EventData):
+    """An operator undid a merge: the contact stands on its own again."""
+
+    contact_id: str
+    from_contact_id: str
+    reason: str | None = None
+
+
+class LinkSuggested(EventData):
+    """A message claims handles of several contacts on evidence too weak to merge them."""
+
+    contact_ids: list[str]
+    handles: list[HandleData]
+    cause_event_id: str
+    reason: str
 
 
 DATA_MODELS: dict[EventType, type[EventData]] = {
@@ -90,12 +139,10 @@ DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.CONVERSATION_OPENED: ConversationChange,
     EventType.CONVERSATION_RESOLVED: ConversationChange,
     EventType.CONVERSATION_REOPENED: ConversationChange,
+    EventType.CONTACT_MERGED: ContactMerged,
+    EventType.CONTACT_SPLIT: ContactSplit,
+    EventType.CONTACT_LINK_SUGGESTED: LinkSuggested,
 }
-
-
-def rfc3339(moment: datetime) -> str:
-    """UTC with milliseconds and a Z, the one time format of the stream."""
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +156,7 @@ class Event:
     subject: str
     data: EventData
     conversation_id: str | None = None
+    contact_id: str | None = None
 
     def envelope_json(self) -> bytes:
         """The CloudEvent without `offset`; the store adds it when it is read back."""

@@ -15,10 +15,11 @@ from datetime import UTC, datetime
 import orjson
 
 from gateway.config import Channel, CoreConfig
+from gateway.contact_graph import UNVERIFIED, Evidence, resolve_contact
 from gateway.conversations import ThreadRef, assign
 from gateway.dedup import IdempotencyKey, recorded_answer, remember
 from gateway.events import Event, EventType, InboundMessage, Sender
-from gateway.identity import Handles, resolve_contact
+from gateway.identity import Handles
 from gateway.ids import event_id
 from gateway.metrics import Metrics
 from gateway.store import Store, Tx
@@ -39,6 +40,7 @@ class Inbound:
     thread: ThreadRef | None = None
     sent_at: datetime | None = None
     idempotency: IdempotencyKey | None = None
+    evidence: Evidence = UNVERIFIED
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +78,7 @@ def clamp_sent_at(sent_at: datetime | None, accepted: datetime) -> datetime | No
         return None
     if sent_at.tzinfo is None:
         sent_at = sent_at.replace(tzinfo=UTC)
-    return min(sent_at, accepted)
+    return min(sent_at, accepted).astimezone(UTC)
 
 
 class Ingestor:
@@ -113,7 +115,16 @@ class Ingestor:
         answer = await recorded_answer(tx, item.idempotency, window, now)
         if answer is not None:
             return Ack.replayed(answer)
-        contact = await resolve_contact(tx, item.handles, item.name, now)
+        message_id = event_id()
+        contact = await resolve_contact(
+            tx,
+            item.handles,
+            item.name,
+            now,
+            evidence=item.evidence,
+            cause_event=message_id,
+            source=item.source,
+        )
         conversation = await assign(
             tx,
             contact_id=contact,
@@ -121,16 +132,18 @@ class Ingestor:
             thread=item.thread,
             now=now,
             reopen_window=self.config.conversations.reopen_window,
+            max_reference_age=self.config.conversations.max_reference_age,
             source=item.source,
         )
         accepted = datetime.fromtimestamp(now, UTC)
         event = Event(
-            id=event_id(),
+            id=message_id,
             type=EventType.MESSAGE_INBOUND,
             source=item.source,
             time=accepted,
             subject=conversation.id,
             conversation_id=conversation.id,
+            contact_id=contact,
             data=InboundMessage(
                 channel=item.channel,
                 conversation_id=conversation.id,

@@ -82,6 +82,7 @@ class Replies:
             time=moment,
             subject=row.id,
             conversation_id=row.id,
+            contact_id=row.contact_id,
             data=OutboundMessage(
                 channel=row.channel,
                 conversation_id=row.id,

@@ -20,7 +20,11 @@ from gateway.config import parse_config
 from gateway.daemon import Daemon
 
 REPO = Path(__file__).resolve().parent.parent
-TOKENS = {"main": "tok-main-0123456789", "other": "tok-other-0123456789"}
+TOKENS = {
+    "main": "tok-main-0123456789",
+    "other": "tok-other-0123456789",
+    "crm": "tok-crm-trusted-0123456789",  # trusted: its messages are verified evidence
+}
 
 
 def free_port() -> int:
@@ -32,7 +36,8 @@ def free_port() -> int:
 def base_config(port: int, extra: str = "", http: str = "") -> str:
     """A config on a free loopback port with two API tokens; `http` adds [http] keys."""
     tokens = "".join(
-        f'[http.tokens.{name}]\nsecret = "{secret}"\n' for name, secret in TOKENS.items()
+        f'[http.tokens.{name}]\nsecret = "{secret}"\ntrusted = {str(name == "crm").lower()}\n'
+        for name, secret in TOKENS.items()
     )
     return f'[http]\nlisten = "127.0.0.1:{port}"\n{http}{tokens}{extra}'
 

@@ -15,7 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from gateway.events import Event, rfc3339
+from gateway.events import Event
+from gateway.times import rfc3339
 
 T = TypeVar("T")
 
@@ -58,6 +59,7 @@ class ConversationRow:
     created_at: float
     last_activity_at: float
     resolved_at: float | None
+    previous_id: str | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -70,6 +72,7 @@ class ConversationRow:
             "created_at": ts(self.created_at),
             "last_activity_at": ts(self.last_activity_at),
             "resolved_at": ts(self.resolved_at),
+            "previous_id": self.previous_id,
         }
 
 
@@ -85,6 +88,17 @@ class ContactRow:
     merged_into: str | None
     created_at: float
     handles: tuple[tuple[str, str], ...]
+    merged: tuple[str, ...] = ()  # contacts merged into this one
+
+    def as_json(self, requested: str) -> dict[str, object]:
+        return {
+            "contact_id": self.id,
+            "requested_id": requested,
+            "name": self.name,
+            "handles": [{"kind": kind, "value": value} for kind, value in self.handles],
+            "merged_ids": list(self.merged),
+            "created_at": ts(self.created_at),
+        }
 
 
 Handle = tuple[str, str]  # (kind, normalized value): ("email", "ann@example.com")
@@ -103,7 +117,26 @@ class Tx(Protocol):
 
     async def create_contact(self, contact_id: str, name: str | None, now: float) -> None: ...
 
-    async def add_handle(self, contact_id: str, handle: Handle, now: float) -> None: ...
+    async def add_handle(
+        self,
+        contact_id: str,
+        handle: Handle,
+        now: float,
+        cause_event: str | None = None,
+        verified: bool = False,
+    ) -> None: ...
+
+    async def contacts_created(self, contact_ids: list[str]) -> dict[str, float]: ...
+
+    async def group_handles(self, contact_id: str) -> list[Handle]: ...
+
+    async def merge_contact(
+        self, merged: str, survivor: str, cause_event: str | None, evidence: str, now: float
+    ) -> None: ...
+
+    async def split_contact(self, contact_id: str, now: float) -> str | None: ...
+
+    async def first_suggestion(self, a: str, b: str, cause_event: str, now: float) -> bool: ...
 
     async def conversation_by_thread(self, kind: str, ref: str) -> ConversationRow | None: ...
 
@@ -114,7 +147,12 @@ class Tx(Protocol):
     async def get_conversation(self, conversation_id: str) -> ConversationRow | None: ...
 
     async def create_conversation(
-        self, conversation_id: str, contact_id: str, channel: str, now: float
+        self,
+        conversation_id: str,
+        contact_id: str,
+        channel: str,
+        now: float,
+        previous_id: str | None = None,
     ) -> ConversationRow: ...
 
     async def save_conversation(self, row: ConversationRow) -> None: ...
@@ -155,6 +193,8 @@ class Store(Protocol):
     ) -> list[tuple[int, bytes]]: ...
 
     async def get_contact(self, contact_id: str) -> ContactRow | None: ...
+
+    async def contact_by_handle(self, kind: str, value: str) -> str | None: ...
 
     async def get_cursor(self, name: str) -> int | None: ...
 

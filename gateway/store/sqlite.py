@@ -192,27 +192,41 @@ class SqliteStore:
         return [(int(seq), bytes(body)) for seq, body in rows]
 
     async def get_contact(self, contact_id: str) -> ContactRow | None:
-        for _ in range(16):  # follow merge pointers, bounded against a corrupt cycle
-            row = self._reader.execute(
-                "SELECT id, name, merged_into, created_at FROM contacts WHERE id = ?",
-                (contact_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            if row[2] is None:
-                break
-            contact_id = str(row[2])
+        """A contact as the survivor of its merge group: every handle, every merged id."""
+        row = self._reader.execute(
+            "SELECT coalesce(merged_into, id) FROM contacts WHERE id = ?", (contact_id,)
+        ).fetchone()
+        if row is None:
+            return None
+        survivor = str(row[0])
+        head = self._reader.execute(
+            "SELECT name, created_at FROM contacts WHERE id = ?", (survivor,)
+        ).fetchone()
+        group = {"c": survivor}
         handles = self._reader.execute(
-            "SELECT kind, value FROM handles WHERE contact_id = ? ORDER BY kind, value",
-            (contact_id,),
+            "SELECT kind, value FROM handles WHERE contact_id IN "
+            "(SELECT id FROM contacts WHERE id = :c OR merged_into = :c) ORDER BY kind, value",
+            group,
+        ).fetchall()
+        merged = self._reader.execute(
+            "SELECT id FROM contacts WHERE merged_into = :c ORDER BY created_at, id", group
         ).fetchall()
         return ContactRow(
-            id=str(row[0]),
-            name=row[1],
-            merged_into=row[2],
-            created_at=float(row[3]),
+            id=survivor,
+            name=head[0],
+            merged_into=None,
+            created_at=float(head[1]),
             handles=tuple((str(k), str(v)) for k, v in handles),
+            merged=tuple(str(m[0]) for m in merged),
         )
+
+    async def contact_by_handle(self, kind: str, value: str) -> str | None:
+        row = self._reader.execute(
+            "SELECT coalesce(c.merged_into, c.id) FROM handles h JOIN contacts c "
+            "ON c.id = h.contact_id WHERE h.kind = ? AND h.value = ?",
+            (kind, value),
+        ).fetchone()
+        return str(row[0]) if row else None
 
     async def get_cursor(self, name: str) -> int | None:
         row = self._reader.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()

@@ -13,8 +13,11 @@ from gateway.events import Event
 from gateway.store import ConversationRow, Handle, IdempotencyRecord
 
 _CONVERSATION_COLUMNS = (
-    "id, number, contact_id, status, channel, channels, created_at, last_activity_at, resolved_at"
+    "id, number, contact_id, status, channel, channels, created_at, last_activity_at, "
+    "resolved_at, previous_id"
 )
+# A contact and every contact merged into it.
+_GROUP = "(SELECT id FROM contacts WHERE id = :c OR merged_into = :c)"
 
 
 def conversation_from_row(row: tuple[object, ...]) -> ConversationRow:
@@ -29,6 +32,7 @@ def conversation_from_row(row: tuple[object, ...]) -> ConversationRow:
         created_at=float(row[6]),  # type: ignore[arg-type]
         last_activity_at=float(row[7]),  # type: ignore[arg-type]
         resolved_at=float(row[8]) if row[8] is not None else None,  # type: ignore[arg-type]
+        previous_id=str(row[9]) if row[9] is not None else None,
     )
 
 
@@ -70,11 +74,74 @@ class SqliteTx:
             (contact_id, name, now),
         )
 
-    async def add_handle(self, contact_id: str, handle: Handle, now: float) -> None:
+    async def add_handle(
+        self,
+        contact_id: str,
+        handle: Handle,
+        now: float,
+        cause_event: str | None = None,
+        verified: bool = False,
+    ) -> None:
         self._conn.execute(
-            "INSERT INTO handles (kind, value, contact_id, created_at) VALUES (?, ?, ?, ?)",
-            (handle[0], handle[1], contact_id, now),
+            "INSERT INTO handles (kind, value, contact_id, created_at, cause_event, verified) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (handle[0], handle[1], contact_id, now, cause_event, int(verified)),
         )
+
+    async def contacts_created(self, contact_ids: list[str]) -> dict[str, float]:
+        marks = ",".join("?" * len(contact_ids))
+        rows = self._conn.execute(
+            f"SELECT id, created_at FROM contacts WHERE id IN ({marks})", contact_ids
+        ).fetchall()
+        return {str(cid): float(at) for cid, at in rows}
+
+    async def group_handles(self, contact_id: str) -> list[Handle]:
+        rows = self._conn.execute(
+            f"SELECT kind, value FROM handles WHERE contact_id IN {_GROUP} ORDER BY kind, value",
+            {"c": contact_id},
+        ).fetchall()
+        return [(str(k), str(v)) for k, v in rows]
+
+    async def merge_contact(
+        self, merged: str, survivor: str, cause_event: str | None, evidence: str, now: float
+    ) -> None:
+        # Path compression: whatever pointed at `merged` points at the survivor now.
+        self._conn.execute(
+            "UPDATE contacts SET merged_into = ? WHERE id = ? OR merged_into = ?",
+            (survivor, merged, merged),
+        )
+        self._conn.execute(
+            "INSERT INTO merges (merged, survivor, cause_event, evidence, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (merged, survivor, cause_event, evidence, now),
+        )
+
+    async def split_contact(self, contact_id: str, now: float) -> str | None:
+        row = self._conn.execute(
+            "SELECT id, survivor FROM merges WHERE merged = ? AND undone_at IS NULL "
+            "ORDER BY id DESC LIMIT 1",
+            (contact_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        self._conn.execute("UPDATE merges SET undone_at = ? WHERE id = ?", (now, row[0]))
+        self._conn.execute("UPDATE contacts SET merged_into = NULL WHERE id = ?", (contact_id,))
+        # Contacts that had been merged into this one come back with it.
+        self._conn.execute(
+            "UPDATE contacts SET merged_into = ? WHERE id IN "
+            "(SELECT merged FROM merges WHERE survivor = ? AND undone_at IS NULL)",
+            (contact_id, contact_id),
+        )
+        return str(row[1])
+
+    async def first_suggestion(self, a: str, b: str, cause_event: str, now: float) -> bool:
+        """Record a suggested link once per pair; True the first time."""
+        low, high = sorted((a, b))
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO link_suggestions (a, b, cause_event, at) VALUES (?, ?, ?, ?)",
+            (low, high, cause_event, now),
+        )
+        return cursor.rowcount == 1
 
     async def conversation_by_thread(self, kind: str, ref: str) -> ConversationRow | None:
         row = self._conn.execute(
@@ -93,9 +160,9 @@ class SqliteTx:
 
     async def latest_conversation(self, contact_id: str) -> ConversationRow | None:
         row = self._conn.execute(
-            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE contact_id = ? "
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE contact_id IN {_GROUP} "
             "ORDER BY last_activity_at DESC LIMIT 1",
-            (contact_id,),
+            {"c": contact_id},
         ).fetchone()
         return conversation_from_row(row) if row else None
 
@@ -107,12 +174,17 @@ class SqliteTx:
         return conversation_from_row(row) if row else None
 
     async def create_conversation(
-        self, conversation_id: str, contact_id: str, channel: str, now: float
+        self,
+        conversation_id: str,
+        contact_id: str,
+        channel: str,
+        now: float,
+        previous_id: str | None = None,
     ) -> ConversationRow:
         cursor = self._conn.execute(
             "INSERT INTO conversations (id, contact_id, status, channel, channels, created_at, "
-            "last_activity_at) VALUES (?, ?, 'open', ?, ?, ?, ?)",
-            (conversation_id, contact_id, channel, channel, now, now),
+            "last_activity_at, previous_id) VALUES (?, ?, 'open', ?, ?, ?, ?, ?)",
+            (conversation_id, contact_id, channel, channel, now, now, previous_id),
         )
         return ConversationRow(
             id=conversation_id,
@@ -124,6 +196,7 @@ class SqliteTx:
             created_at=now,
             last_activity_at=now,
             resolved_at=None,
+            previous_id=previous_id,
         )
 
     async def save_conversation(self, row: ConversationRow) -> None:
@@ -135,11 +208,13 @@ class SqliteTx:
 
     async def append(self, event: Event) -> int:
         cursor = self._conn.execute(
-            "INSERT INTO events (id, type, conversation_id, time, body) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO events (id, type, conversation_id, contact_id, time, body) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
             (
                 event.id,
                 event.type.value,
                 event.conversation_id,
+                event.contact_id,
                 event.time.timestamp(),
                 event.envelope_json(),
             ),

@@ -6,25 +6,30 @@ and turned into a problem document by one middleware (problems.py).
 
 from __future__ import annotations
 
+import re
+
 import nh3
 import orjson
 from aiohttp import web
 
 from gateway.config import CHANNELS
+from gateway.contact_graph import UNVERIFIED, Evidence, split_contact
 from gateway.conversations import ThreadRef, Transition, reopen, resolve
 from gateway.dedup import IdempotencyKey, digest_of
 from gateway.errors import InvalidInput, NotFound
 from gateway.events import Author, with_offset
-from gateway.identity import Handles, normalize_email, normalize_phone, normalize_visitor
+from gateway.identity import Handles
 from gateway.ingest import Inbound
 from gateway.replies import Reply
-from gateway.store import Tx, ts
+from gateway.store import Tx
 from gateway.web.auth import Caller
 from gateway.web.bodies import MessageIn, ReplyIn, TransitionIn
 from gateway.web.context import WebContext, context
 from gateway.web.sse import serve_sse
 
 MAX_IDEMPOTENCY_KEY = 255
+MAX_OFFSET = 2**62
+_WHOLE = re.compile(r"[0-9]{1,19}")
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -35,8 +40,12 @@ def int_param(request: web.Request, name: str, default: int | None, lo: int, hi:
     raw = request.query.get(name)
     if raw is None or raw == "":
         return default
-    if not raw.isdigit() or not lo <= int(raw) <= hi:
-        raise InvalidInput(name, f"must be a whole number from {lo} to {hi}, not {raw!r}")
+    return whole_number(name, raw, lo, hi)
+
+
+def whole_number(name: str, raw: str, lo: int, hi: int) -> int:
+    if not _WHOLE.fullmatch(raw) or not lo <= int(raw) <= hi:
+        raise InvalidInput(name, f"must be a whole number from {lo} to {hi}, not {raw[:40]!r}")
     return int(raw)
 
 
@@ -71,12 +80,19 @@ def _idempotency(
             raise InvalidInput(
                 "Idempotency-Key", f"must be 1 to {MAX_IDEMPOTENCY_KEY} printable characters"
             )
-        key = f"{operation}:h:{header}"
+        key, label = f"{operation}:h:{header}", f"Idempotency-Key {header!r}"
     elif fallback is not None:
-        key = f"{operation}:x:{fallback}"
+        key, label = f"{operation}:x:{fallback}", f"external_id {fallback!r}"
     else:
         return None
-    return IdempotencyKey(scope=f"api:{caller.token_name}", key=key, digest=digest)
+    return IdempotencyKey(f"api:{caller.token_name}", key, digest, label)
+
+
+def _check_sizes(ctx: WebContext, text: str, html: str | None) -> None:
+    limit = ctx.config.ingest.max_text_size
+    for name, value in (("text", text), ("html", html)):
+        if value and len(value.encode()) > limit:
+            raise InvalidInput(name, f"longer than [ingest] max_text_size ({limit} bytes)")
 
 
 def _sanitize(html: str | None) -> str | None:
@@ -84,15 +100,18 @@ def _sanitize(html: str | None) -> str | None:
 
 
 def _handles(ctx: WebContext, body: MessageIn) -> Handles:
-    sender = body.sender
-    region = ctx.config.identity.default_region
+    sender, rules = body.sender, ctx.handle_rules
     return Handles(
-        email=normalize_email(sender.email, "from.email") if sender.email else None,
-        phone=normalize_phone(sender.phone, region, "from.phone") if sender.phone else None,
-        visitor_id=normalize_visitor(sender.visitor_id, "from.visitor_id")
+        email=rules.email(sender.email, "from.email") if sender.email else None,
+        phone=rules.phone(sender.phone, "from.phone") if sender.phone else None,
+        visitor_id=rules.visitor(sender.visitor_id, "from.visitor_id")
         if sender.visitor_id
         else None,
     )
+
+
+def _evidence(caller: Caller) -> Evidence:
+    return Evidence(True, "trusted_api_token") if caller.trusted else UNVERIFIED
 
 
 async def post_message(request: web.Request) -> web.Response:
@@ -100,10 +119,7 @@ async def post_message(request: web.Request) -> web.Response:
     caller = ctx.tokens.caller(request)
     try:
         body = MessageIn.model_validate_json(await _json_body(request))
-        limit = ctx.config.ingest.max_text_size
-        for name, value in (("text", body.text), ("html", body.html)):
-            if value and len(value.encode()) > limit:
-                raise InvalidInput(name, f"longer than [ingest] max_text_size ({limit} bytes)")
+        _check_sizes(ctx, body.text, body.html)
         handles = _handles(ctx, body)
         digest = digest_of(body.model_dump_json(by_alias=True).encode())
         item = Inbound(
@@ -118,6 +134,7 @@ async def post_message(request: web.Request) -> web.Response:
             thread=ThreadRef("api", body.thread) if body.thread else None,
             sent_at=body.sent_at,
             idempotency=_idempotency(request, caller, "msg", body.external_id, digest),
+            evidence=_evidence(caller),
         )
         ack = await ctx.ingestor.ingest(item)
     except Exception as err:
@@ -129,12 +146,12 @@ async def post_message(request: web.Request) -> web.Response:
 async def get_stream(request: web.Request) -> web.StreamResponse:
     ctx = context(request)
     ctx.tokens.caller(request)
-    after = int_param(request, "after", 0, 0, 2**62) or 0
+    after = int_param(request, "after", 0, 0, MAX_OFFSET) or 0
     limit = int_param(request, "limit", 100, 1, 1000) or 100
     if "text/event-stream" in request.headers.get("Accept", ""):
-        last_id = request.headers.get("Last-Event-ID", "")
-        if last_id.isdigit():
-            after = int(last_id)
+        last_id = request.headers.get("Last-Event-ID", "").strip()
+        if last_id:
+            after = whole_number("Last-Event-ID", last_id, 0, MAX_OFFSET)
         return await serve_sse(request, ctx, after)
     rows = await ctx.reader.read(after, limit)
     next_after = rows[-1][0] if rows else after
@@ -153,7 +170,7 @@ async def list_conversations(request: web.Request) -> web.Response:
     ctx.tokens.caller(request)
     status = choice_param(request, "status", ("open", "resolved"))
     channel = choice_param(request, "channel", CHANNELS)
-    before = int_param(request, "before", None, 1, 2**62)
+    before = int_param(request, "before", None, 1, MAX_OFFSET)
     limit = int_param(request, "limit", 50, 1, 500) or 50
     rows = await ctx.store.list_conversations(status, channel, before, limit)
     return _json(
@@ -171,7 +188,7 @@ async def get_conversation(request: web.Request) -> web.Response:
     row = await ctx.store.get_conversation(conversation_id)
     if row is None:
         raise NotFound(f"no conversation {conversation_id!r}")
-    after = int_param(request, "after", 0, 0, 2**62) or 0
+    after = int_param(request, "after", 0, 0, MAX_OFFSET) or 0
     limit = int_param(request, "limit", 500, 1, 1000) or 500
     rows = await ctx.store.conversation_events(conversation_id, after, limit)
     events = b",".join(with_offset(seq, env) for seq, env in rows)
@@ -186,6 +203,7 @@ async def post_reply(request: web.Request) -> web.Response:
     caller = ctx.tokens.caller(request)
     conversation_id = request.match_info["conversation_id"]
     body = ReplyIn.model_validate_json(await _json_body(request))
+    _check_sizes(ctx, body.text, body.html)
     digest = digest_of(conversation_id.encode(), body.model_dump_json().encode())
     ack = await ctx.replies.record(
         Reply(
@@ -240,15 +258,43 @@ async def get_contact(request: web.Request) -> web.Response:
     contact = await ctx.store.get_contact(requested)
     if contact is None:
         raise NotFound(f"no contact {requested!r}")
-    return _json(
-        {
-            "id": contact.id,
-            "requested_id": requested,
-            "name": contact.name,
-            "handles": [{"kind": kind, "value": value} for kind, value in contact.handles],
-            "created_at": ts(contact.created_at),
-        }
-    )
+    return _json(contact.as_json(requested))
+
+
+async def find_contact(request: web.Request) -> web.Response:
+    """A contact by any of its handles, written any way ("030 1234567", "Ann@Example.com")."""
+    ctx = context(request)
+    ctx.tokens.caller(request)
+    raw = request.query.get("handle", "")
+    if not raw.strip():
+        raise InvalidInput("handle", "give ?handle= an email address, phone number or visitor id")
+    kind, value = ctx.handle_rules.any_handle(raw, "handle")
+    found = await ctx.store.contact_by_handle(kind, value)
+    contact = await ctx.store.get_contact(found) if found else None
+    if contact is None:
+        raise NotFound(f"no contact has the {kind} {value!r}")
+    return _json(contact.as_json(found or ""))
+
+
+async def post_split(request: web.Request) -> web.Response:
+    """Undo a merge: the contact stands alone again, with the handles it came with."""
+    ctx = context(request)
+    caller = ctx.tokens.caller(request)
+    contact_id = request.match_info["contact_id"]
+    raw = await _json_body(request)
+    body = TransitionIn.model_validate_json(raw) if raw.strip() else TransitionIn()
+    now = ctx.ingestor.now()
+
+    async def unit(tx: Tx) -> int:
+        return await split_contact(
+            tx, contact_id, now=now, source=f"/api/{caller.token_name}", reason=body.reason
+        )
+
+    offset = await ctx.store.write(unit)
+    contact = await ctx.store.get_contact(contact_id)
+    if contact is None:  # erased between the split and this read
+        raise NotFound(f"no contact {contact_id!r}")
+    return _json({"offset": offset, "contact": contact.as_json(contact_id)})
 
 
 def add_routes(app: web.Application) -> None:
@@ -259,4 +305,6 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/conversations/{conversation_id}/replies", post_reply)
     app.router.add_post("/v1/conversations/{conversation_id}/resolve", post_resolve)
     app.router.add_post("/v1/conversations/{conversation_id}/reopen", post_reopen)
+    app.router.add_get("/v1/contacts", find_contact)
     app.router.add_get("/v1/contacts/{contact_id}", get_contact)
+    app.router.add_post("/v1/contacts/{contact_id}/split", post_split)

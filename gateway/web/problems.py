@@ -126,7 +126,7 @@ async def _translated(request: web.Request, handler: Handler) -> web.StreamRespo
     except IdempotencyConflict as err:
         return problem(422, "idempotency-key-reused", "Idempotency key reused", str(err))
     except NotFound as err:
-        return problem(404, "not-found", "Not found", str(err))
+        return problem(404, "not-found", "Not Found", str(err))
     except Overloaded as err:
         return problem(
             503,
@@ -149,5 +149,6 @@ async def _translated(request: web.Request, handler: Handler) -> web.StreamRespo
             500,
             "internal",
             "Internal error",
-            "helpline failed to handle this request; nothing was stored",
+            "helpline failed to handle this request; retry it with the same "
+            "Idempotency-Key, which cannot store it twice",
         )

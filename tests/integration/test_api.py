@@ -81,6 +81,7 @@ async def test_handles_written_differently_find_one_contact(
     assert first[1]["conversation_id"] == third[1]["conversation_id"]
     status, contact, _ = await live.get(f"/v1/contacts/{first[1]['contact_id']}")
     assert status == 200
+    assert contact["contact_id"] == first[1]["contact_id"]
     assert contact["handles"] == [
         {"kind": "email", "value": "ann@example.org"},
         {"kind": "phone", "value": "+49301234567"},

@@ -31,6 +31,7 @@ import gateway
 from gateway import events
 from gateway.config import CoreConfig, parse_config
 from gateway.daemon import Daemon
+from gateway.identity import HandleRules
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -136,10 +137,11 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[t
         reader=StreamReader(store, notifier),
         notifier=notifier,
         metrics=metrics,
-        tokens=TokenTable({"t": ("secret", False)}),
+        tokens=TokenTable({"t": ("secret", False), "crm": ("trusted", True)}),
         config=core,
         readiness=daemon.readiness,
         proxies=ProxyRules([]),
+        handle_rules=HandleRules(),
     )
     app = build_app(ctx, ComponentRoutes())
     async with TestClient(TestServer(app)) as test_client:
@@ -215,6 +217,10 @@ def _constraints(schema: dict[str, Any], with_defaults: bool) -> dict[str, Any]:
         (events.ConversationChange, False),
         (events.Sender, False),
         (events.Author, False),
+        (events.ContactMerged, False),
+        (events.ContactSplit, False),
+        (events.LinkSuggested, False),
+        (events.HandleData, False),
     ],
 )
 def test_document_models_match_pydantic(model: type[BaseModel], with_defaults: bool) -> None:
@@ -330,10 +336,34 @@ async def test_api_answers_match_the_document(client: TestClient) -> None:  # ty
     resp = await client.get("/v1/contacts/nope", headers=AUTH)
     assert (await _answer(resp, "get", "/v1/contacts/{contact_id}"))["status"] == 404
 
+    # Contacts: a suggested link, a merge on a trusted token, lookup by handle, a split.
+    resp = await client.post(
+        post, json={"from": {"phone": "+4930555666"}, "text": "hi"}, headers=AUTH
+    )
+    bob = await _answer(resp, "post", post)
+    both = {"from": {"email": "ann@example.org", "phone": "+4930555666"}, "text": "both"}
+    resp = await client.post(post, json=both, headers=AUTH)
+    assert (await _answer(resp, "post", post))["contact_id"] == contact
+    resp = await client.post(post, json=both, headers={"Authorization": "Bearer trusted"})
+    assert (await _answer(resp, "post", post))["contact_id"] == contact
+    find = "/v1/contacts"
+    resp = await client.get(f"{find}?handle=%2B49%2030%20555666", headers=AUTH)
+    assert (await _answer(resp, "get", find))["merged_ids"] == [bob["contact_id"]]
+    resp = await client.get(f"{find}?handle=", headers=AUTH)
+    assert (await _answer(resp, "get", find))["status"] == 400
+    resp = await client.get(f"{find}?handle=nobody@example.org", headers=AUTH)
+    assert (await _answer(resp, "get", find))["status"] == 404
+    split = "/v1/contacts/{contact_id}/split"
+    resp = await client.post(f"/v1/contacts/{bob['contact_id']}/split", data=b"", headers=JSON)
+    assert (await _answer(resp, "post", split))["contact"]["contact_id"] == bob["contact_id"]
+    resp = await client.post(f"/v1/contacts/{bob['contact_id']}/split", data=b"", headers=JSON)
+    assert (await _answer(resp, "post", split))["status"] == 404
+
     resp = await client.get("/v1/stream?limit=1000", headers=AUTH)
     page = await _answer(resp, "get", "/v1/stream")
     assert page["next_after"] == page["events"][-1]["offset"]
-    assert page["events"] == detail["events"]
+    in_conversation = [e for e in page["events"] if e["subject"] == conv]
+    assert in_conversation[: len(detail["events"])] == detail["events"]
     assert {e["type"] for e in page["events"]} == {t.value for t in events.EventType}
     for event in page["events"]:
         validate_event(event)
