@@ -93,7 +93,10 @@ async def assign(
             new_conversation_id(), contact_id, channel, now, previous
         )
         await tx.append(_change_event(EventType.CONVERSATION_OPENED, row, source, now))
-    elif row.status == "resolved":
+        if thread is not None:
+            await tx.put_thread(thread.kind, thread.ref, row.id, now)
+        return row  # created just now: nothing to touch
+    if row.status == "resolved":
         await _reopen(tx, row, source, now, reason="customer wrote again")
     if thread is not None:
         await tx.put_thread(thread.kind, thread.ref, row.id, now)  # first use of a ref sticks
