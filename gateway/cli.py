@@ -13,6 +13,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -24,6 +25,7 @@ from gateway.web.auth import token_path
 
 EX_OK = 0
 EX_FAILURE = 1
+EX_USAGE = 2
 EX_CONFIG = 78
 
 
@@ -134,13 +136,21 @@ def _base_url(args: argparse.Namespace, config: Config) -> tuple[str, str | None
     return f"http://{host}:{listen.port}", None
 
 
-async def _stream(args: argparse.Namespace, config: Config) -> int:
+def _client(
+    args: argparse.Namespace, config: Config
+) -> tuple[aiohttp.ClientSession, str, dict[str, str]]:
+    """A session to the running daemon, its base URL, and the token header."""
     base, socket_path = _base_url(args, config)
     token = _token(args, config)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     connector = aiohttp.UnixConnector(path=socket_path) if socket_path else None
     timeout = aiohttp.ClientTimeout(total=None, sock_connect=10)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
+    return aiohttp.ClientSession(connector=connector, timeout=timeout), base, headers
+
+
+async def _stream(args: argparse.Namespace, config: Config) -> int:
+    session, base, headers = _client(args, config)
+    async with session:
         after = args.after
         if not args.follow:
             while True:
@@ -184,6 +194,42 @@ def cmd_stream(args: argparse.Namespace) -> int:
         return EX_OK
 
 
+async def _contacts(args: argparse.Namespace, config: Config) -> int:
+    session, base, headers = _client(args, config)
+    reason = {"reason": args.reason} if getattr(args, "reason", None) else {}
+    ref = quote(str(args.target), safe="")
+    calls = {
+        "find": ("GET", f"/v1/contacts?handle={ref}", None),
+        "show": ("GET", f"/v1/contacts/{ref}", None),
+        "split": ("POST", f"/v1/contacts/{ref}/split", reason),
+        "erase": ("POST", f"/v1/contacts/{ref}/erase", reason),
+    }
+    method, path, body = calls[args.action]
+    async with session, session.request(method, base + path, json=body, headers=headers) as resp:
+        answer = await resp.read()
+    if resp.status >= 400:
+        problem = orjson.loads(answer) if answer.startswith(b"{") else {"detail": answer.decode()}
+        print(f"helpline: {resp.status}: {problem.get('detail')}", file=sys.stderr)
+        return EX_FAILURE
+    print(orjson.dumps(orjson.loads(answer), option=orjson.OPT_INDENT_2).decode())
+    return EX_OK
+
+
+def cmd_contacts(args: argparse.Namespace) -> int:
+    if args.action == "erase" and not args.yes:
+        print("helpline: erasing cannot be undone; add --yes to erase", file=sys.stderr)
+        return EX_USAGE
+    try:
+        config = _load_quiet(args)
+    except ConfigError as err:
+        return _report_config_error(err)
+    try:
+        return asyncio.run(_contacts(args, config))
+    except aiohttp.ClientError as err:
+        print(f"helpline: cannot reach the daemon: {err}", file=sys.stderr)
+        return EX_FAILURE
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="helpline", description="Omnichannel support gateway daemon."
@@ -215,6 +261,16 @@ def build_parser() -> argparse.ArgumentParser:
     stream.add_argument("--url", help="the daemon's base URL (default: from the config)")
     stream.add_argument("--token", help="API token (default: $HELPLINE_TOKEN or the state dir)")
     stream.set_defaults(func=cmd_stream)
+
+    contacts = sub.add_parser("contacts", help="find, show, split or erase a contact")
+    common(contacts)
+    contacts.add_argument("action", choices=["find", "show", "split", "erase"])
+    contacts.add_argument("target", help="a handle (for find) or a contact id")
+    contacts.add_argument("--reason", help="recorded in the split or erased event")
+    contacts.add_argument("--yes", action="store_true", help="confirm an erase")
+    contacts.add_argument("--url", help="the daemon's base URL (default: from the config)")
+    contacts.add_argument("--token", help="API token (default: $HELPLINE_TOKEN or the state dir)")
+    contacts.set_defaults(func=cmd_contacts)
     return parser
 
 

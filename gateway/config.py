@@ -125,6 +125,20 @@ class ConversationsConfig(Section):
     max_reference_age: Duration = 365 * 86400.0
 
 
+class RetentionConfig(Section):
+    # How long message text, subjects and senders are kept in helpline's own store
+    # (the ticket system keeps the record); older content becomes a tombstone.
+    message_content: Duration = 730 * 86400.0
+    sweep_interval: Duration = 3600.0
+
+    @field_validator("message_content")
+    @classmethod
+    def _at_least_a_day(cls, value: float) -> float:
+        if value < 86400:
+            raise ValueError("keep message content at least a day ('1d')")
+        return value
+
+
 class FirstResponseTargets(Section):
     email: Duration = 180.0
     webform: Duration = 180.0
@@ -153,6 +167,7 @@ class CoreConfig(Section):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     conversations: ConversationsConfig = Field(default_factory=ConversationsConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
     first_response: FirstResponseConfig = Field(default_factory=FirstResponseConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)

@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway import registry, reload
 from gateway.component import ComponentContext, ComponentState
 from gateway.config import Config, ConfigError, load_config
+from gateway.erasure import expire_content
 from gateway.identity import HandleRules
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
@@ -37,7 +38,7 @@ from gateway.web.context import WebContext
 from gateway.web.proxies import ProxyRules
 
 IDEMPOTENCY_SWEEP_INTERVAL = 3600.0
-IDEMPOTENCY_FIRST_SWEEP = 60.0
+FIRST_SWEEP = 60.0  # not in the way of a start-up backlog
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -139,7 +140,7 @@ class Daemon:
         await self._serve_http()
         for spec in self.config.components:
             await self._start_component(spec)
-        self._sweeper = asyncio.create_task(self._sweep_idempotency(), name="idempotency-sweep")
+        self._sweeper = asyncio.create_task(self._maintain(), name="maintenance")
         self.ready.set()
         log.info(
             "daemon.ready",
@@ -266,17 +267,26 @@ class Daemon:
             "components": {key: health.as_json() for key, health in components.items()},
         }
 
-    async def _sweep_idempotency(self) -> None:
-        await asyncio.sleep(IDEMPOTENCY_FIRST_SWEEP)  # not in the way of a start-up backlog
+    async def sweep(self) -> None:
+        """Forget expired idempotency keys and tombstone content past its retention."""
+        core, now = self.config.core, self._clock()
+        try:
+            removed = await self.store.expire_idempotency(now - core.ingest.idempotency_window)
+            if removed:
+                log.info("ingest.idempotency_expired", removed=removed)
+            cutoff = now - core.retention.message_content
+            expired = await expire_content(self.store.write, cutoff, now)
+            if expired:
+                log.info("retention.content_expired", events=expired)
+        except Exception as err:  # noqa: BLE001 - retried at the next sweep
+            log.warning("maintenance.sweep_failed", error=f"{type(err).__name__}: {err}")
+
+    async def _maintain(self) -> None:
+        await asyncio.sleep(FIRST_SWEEP)
         while True:
-            window = self.config.core.ingest.idempotency_window
-            try:
-                removed = await self.store.expire_idempotency(self._clock() - window)
-                if removed:
-                    log.info("ingest.idempotency_expired", removed=removed)
-            except Exception as err:  # noqa: BLE001 - retried at the next sweep
-                log.warning("ingest.idempotency_sweep_failed", error=str(err))
-            await asyncio.sleep(IDEMPOTENCY_SWEEP_INTERVAL)
+            await self.sweep()
+            retention = self.config.core.retention.sweep_interval
+            await asyncio.sleep(min(IDEMPOTENCY_SWEEP_INTERVAL, retention))
 
     async def _bounded(self, coro: Any, what: str) -> None:
         """Run a shutdown step, abandoning it if a second signal asks to hurry."""

@@ -36,6 +36,7 @@ class EventType(enum.StrEnum):
     CONTACT_MERGED = "helpline.contact.merged.v1"
     CONTACT_SPLIT = "helpline.contact.split.v1"
     CONTACT_LINK_SUGGESTED = "helpline.contact.link_suggested.v1"
+    CONTACT_ERASED = "helpline.contact.erased.v1"
 
 
 class EventData(BaseModel):
@@ -76,6 +77,10 @@ class InboundMessage(EventData):
         description="the customer's own send time: shown, never trusted; clamped to accepted_at",
     )
     accepted_at: Timestamp
+    erased: bool = Field(
+        default=False,
+        description="content and handles were removed (erasure or retention); a tombstone",
+    )
 
 
 class OutboundMessage(EventData):
@@ -87,6 +92,7 @@ class OutboundMessage(EventData):
     html: str | None = None
     internal: bool = False
     author: Author
+    erased: bool = Field(default=False, description="the text was removed; a tombstone")
 
 
 class ConversationChange(EventData):
@@ -124,6 +130,15 @@ class ContactSplit(EventData):
     reason: str | None = None
 
 
+class ContactErased(EventData):
+    """A person's data was erased on request: handles, names and message content are gone."""
+
+    contact_id: str
+    erased_ids: list[str]
+    events_erased: int
+    reason: str | None = None
+
+
 class LinkSuggested(EventData):
     """A message claims handles of several contacts on evidence too weak to merge them."""
 
@@ -142,6 +157,7 @@ DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.CONTACT_MERGED: ContactMerged,
     EventType.CONTACT_SPLIT: ContactSplit,
     EventType.CONTACT_LINK_SUGGESTED: LinkSuggested,
+    EventType.CONTACT_ERASED: ContactErased,
 }
 
 

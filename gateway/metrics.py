@@ -69,6 +69,16 @@ class Metrics:
             ["component", "kind"],
             registry=r,
         )
+        self.idempotency_keys = Gauge(
+            "helpline_idempotency_keys",
+            "Idempotency keys remembered (bounded by the window)",
+            registry=r,
+        )
+        self.idempotency_oldest = Gauge(
+            "helpline_idempotency_oldest_age_seconds",
+            "Age of the oldest remembered idempotency key",
+            registry=r,
+        )
         self.store_writable = Gauge(
             "helpline_store_writable", "1 when the last commit succeeded", registry=r
         )

@@ -89,6 +89,7 @@ class ContactRow:
     created_at: float
     handles: tuple[tuple[str, str], ...]
     merged: tuple[str, ...] = ()  # contacts merged into this one
+    erased_at: float | None = None
 
     def as_json(self, requested: str) -> dict[str, object]:
         return {
@@ -98,6 +99,7 @@ class ContactRow:
             "handles": [{"kind": kind, "value": value} for kind, value in self.handles],
             "merged_ids": list(self.merged),
             "created_at": ts(self.created_at),
+            "erased_at": ts(self.erased_at),
         }
 
 
@@ -137,6 +139,20 @@ class Tx(Protocol):
     async def split_contact(self, contact_id: str, now: float) -> str | None: ...
 
     async def first_suggestion(self, a: str, b: str, cause_event: str, now: float) -> bool: ...
+
+    async def contact_group_ids(self, contact_id: str) -> list[str]: ...
+
+    async def events_of_contacts(self, contact_ids: list[str]) -> list[tuple[int, bytes]]: ...
+
+    async def replace_event_body(self, seq: int, body: bytes) -> None: ...
+
+    async def erase_contacts(self, contact_ids: list[str], now: float) -> None: ...
+
+    async def events_after(
+        self, after: int, limit: int
+    ) -> list[tuple[int, float, str, bool, bytes]]: ...
+
+    async def get_cursor(self, name: str) -> int | None: ...
 
     async def conversation_by_thread(self, kind: str, ref: str) -> ConversationRow | None: ...
 
@@ -199,6 +215,8 @@ class Store(Protocol):
     async def get_cursor(self, name: str) -> int | None: ...
 
     async def expire_idempotency(self, older_than: float) -> int: ...
+
+    async def idempotency_stats(self) -> tuple[int, float | None]: ...
 
     def health(self) -> StoreHealth: ...
 

@@ -201,7 +201,7 @@ class SqliteStore:
             return None
         survivor = str(row[0])
         head = self._reader.execute(
-            "SELECT name, created_at FROM contacts WHERE id = ?", (survivor,)
+            "SELECT name, created_at, erased_at FROM contacts WHERE id = ?", (survivor,)
         ).fetchone()
         group = {"c": survivor}
         handles = self._reader.execute(
@@ -219,6 +219,7 @@ class SqliteStore:
             created_at=float(head[1]),
             handles=tuple((str(k), str(v)) for k, v in handles),
             merged=tuple(str(m[0]) for m in merged),
+            erased_at=float(head[2]) if head[2] is not None else None,
         )
 
     async def contact_by_handle(self, kind: str, value: str) -> str | None:
@@ -241,6 +242,18 @@ class SqliteStore:
             return int(cursor.rowcount)
 
         return await self.write(unit)
+
+    async def idempotency_stats(self) -> tuple[int, float | None]:
+        """How many keys are remembered and the oldest one's time; counted off the loop."""
+
+        def count() -> tuple[int, float | None]:
+            row = self._checkpointer.execute(
+                "SELECT count(*), min(created_at) FROM idempotency"
+            ).fetchone()
+            return int(row[0]), (float(row[1]) if row[1] is not None else None)
+
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._checkpoint_thread, count)
 
     def health(self) -> StoreHealth:
         return StoreHealth(

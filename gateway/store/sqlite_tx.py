@@ -134,6 +134,57 @@ class SqliteTx:
         )
         return str(row[1])
 
+    async def contact_group_ids(self, contact_id: str) -> list[str]:
+        """The survivor of the contact's merge group first, then every contact merged into it."""
+        row = self._conn.execute(
+            "SELECT coalesce(merged_into, id) FROM contacts WHERE id = ?", (contact_id,)
+        ).fetchone()
+        if row is None:
+            return []
+        survivor = str(row[0])
+        merged = self._conn.execute(
+            "SELECT id FROM contacts WHERE merged_into = ? ORDER BY created_at, id", (survivor,)
+        ).fetchall()
+        return [survivor, *(str(m[0]) for m in merged)]
+
+    async def events_of_contacts(self, contact_ids: list[str]) -> list[tuple[int, bytes]]:
+        marks = ",".join("?" * len(contact_ids))
+        rows = self._conn.execute(
+            f"SELECT seq, body FROM events WHERE contact_id IN ({marks}) AND erased = 0 "
+            "ORDER BY seq",
+            contact_ids,
+        ).fetchall()
+        return [(int(seq), bytes(body)) for seq, body in rows]
+
+    async def replace_event_body(self, seq: int, body: bytes) -> None:
+        self._conn.execute("UPDATE events SET body = ?, erased = 1 WHERE seq = ?", (body, seq))
+
+    async def erase_contacts(self, contact_ids: list[str], now: float) -> None:
+        marks = ",".join("?" * len(contact_ids))
+        self._conn.execute(f"DELETE FROM handles WHERE contact_id IN ({marks})", contact_ids)
+        self._conn.execute(
+            f"UPDATE contacts SET name = NULL, erased_at = ? WHERE id IN ({marks})",
+            (now, *contact_ids),
+        )
+        self._conn.execute(
+            "DELETE FROM thread_refs WHERE conversation_id IN "
+            f"(SELECT id FROM conversations WHERE contact_id IN ({marks}))",
+            contact_ids,
+        )
+
+    async def events_after(
+        self, after: int, limit: int
+    ) -> list[tuple[int, float, str, bool, bytes]]:
+        rows = self._conn.execute(
+            "SELECT seq, time, type, erased, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after, limit),
+        ).fetchall()
+        return [(int(s), float(t), str(k), bool(e), bytes(b)) for s, t, k, e, b in rows]
+
+    async def get_cursor(self, name: str) -> int | None:
+        row = self._conn.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else None
+
     async def first_suggestion(self, a: str, b: str, cause_event: str, now: float) -> bool:
         """Record a suggested link once per pair; True the first time."""
         low, high = sorted((a, b))

@@ -16,6 +16,7 @@ from gateway.config import CHANNELS
 from gateway.contact_graph import UNVERIFIED, Evidence, split_contact
 from gateway.conversations import ThreadRef, Transition, reopen, resolve
 from gateway.dedup import IdempotencyKey, digest_of
+from gateway.erasure import erase_contact
 from gateway.errors import InvalidInput, NotFound
 from gateway.events import Author, with_offset
 from gateway.identity import Handles
@@ -297,6 +298,27 @@ async def post_split(request: web.Request) -> web.Response:
     return _json({"offset": offset, "contact": contact.as_json(contact_id)})
 
 
+async def post_erase(request: web.Request) -> web.Response:
+    """Erase a person: handles, name and message content go; tombstones keep the offsets."""
+    ctx = context(request)
+    caller = ctx.tokens.caller(request)
+    contact_id = request.match_info["contact_id"]
+    raw = await _json_body(request)
+    body = TransitionIn.model_validate_json(raw) if raw.strip() else TransitionIn()
+    now = ctx.ingestor.now()
+
+    async def unit(tx: Tx) -> int:
+        return await erase_contact(
+            tx, contact_id, now=now, source=f"/api/{caller.token_name}", reason=body.reason
+        )
+
+    offset = await ctx.store.write(unit)
+    contact = await ctx.store.get_contact(contact_id)
+    if contact is None:
+        raise NotFound(f"no contact {contact_id!r}")
+    return _json({"offset": offset, "contact": contact.as_json(contact_id)})
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages", post_message)
     app.router.add_get("/v1/stream", get_stream)
@@ -308,3 +330,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/contacts", find_contact)
     app.router.add_get("/v1/contacts/{contact_id}", get_contact)
     app.router.add_post("/v1/contacts/{contact_id}/split", post_split)
+    app.router.add_post("/v1/contacts/{contact_id}/erase", post_erase)

@@ -58,6 +58,9 @@ async def metrics(request: web.Request) -> web.Response:
     ctx.metrics.pending_ingests.set(store.pending)
     ctx.metrics.stream_head.set(store.head_offset)
     ctx.metrics.store_writable.set(1 if store.writable else 0)
+    keys, oldest = await ctx.store.idempotency_stats()
+    ctx.metrics.idempotency_keys.set(keys)
+    ctx.metrics.idempotency_oldest.set(ctx.ingestor.now() - oldest if oldest is not None else 0)
     return web.Response(
         body=ctx.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}
     )

@@ -221,6 +221,7 @@ def _constraints(schema: dict[str, Any], with_defaults: bool) -> dict[str, Any]:
         (events.ContactSplit, False),
         (events.LinkSuggested, False),
         (events.HandleData, False),
+        (events.ContactErased, False),
     ],
 )
 def test_document_models_match_pydantic(model: type[BaseModel], with_defaults: bool) -> None:
@@ -358,6 +359,13 @@ async def test_api_answers_match_the_document(client: TestClient) -> None:  # ty
     assert (await _answer(resp, "post", split))["contact"]["contact_id"] == bob["contact_id"]
     resp = await client.post(f"/v1/contacts/{bob['contact_id']}/split", data=b"", headers=JSON)
     assert (await _answer(resp, "post", split))["status"] == 404
+    erase = "/v1/contacts/{contact_id}/erase"
+    resp = await client.post(
+        f"/v1/contacts/{bob['contact_id']}/erase", json={"reason": "asked"}, headers=AUTH
+    )
+    assert (await _answer(resp, "post", erase))["contact"]["handles"] == []
+    resp = await client.post("/v1/contacts/nope/erase", data=b"", headers=JSON)
+    assert (await _answer(resp, "post", erase))["status"] == 404
 
     resp = await client.get("/v1/stream?limit=1000", headers=AUTH)
     page = await _answer(resp, "get", "/v1/stream")

@@ -1,0 +1,122 @@
+"""Erasure on request, retention by age, and the bounded idempotency window."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tests.conftest import LiveDaemon, message
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_erasing_a_person_removes_content_and_keeps_tombstones(live: LiveDaemon) -> None:
+    ann = {"email": "ann@example.org", "phone": "+4930555666", "name": "Ann Lee"}
+    _, a, _ = await live.post(
+        "/v1/messages", message(1, text="my IBAN is DE00 1234", **{"from": ann})
+    )
+    await live.post(
+        f"/v1/conversations/{a['conversation_id']}/replies",
+        {"text": "Thanks Ann, noted your IBAN DE00 1234"},
+    )
+    _, other, _ = await live.post(
+        "/v1/messages", message(2, **{"from": {"email": "bob@example.org"}})
+    )
+    before = await live.stream()
+
+    status, erased, _ = await live.post(
+        f"/v1/contacts/{a['contact_id']}/erase", {"reason": "GDPR request 2026-11"}
+    )
+    assert status == 200
+    assert erased["contact"]["handles"] == [] and erased["contact"]["name"] is None
+    assert erased["contact"]["erased_at"] is not None
+
+    after = await live.stream()
+    assert [e["offset"] for e in after[: len(before)]] == [e["offset"] for e in before]
+    text = "".join(str(e["data"]) for e in after)
+    assert "IBAN" not in text and "ann@example.org" not in text and "Ann Lee" not in text
+    inbound = next(e for e in after if e["id"] == a["event_id"])
+    assert inbound["data"]["erased"] is True and inbound["data"]["text"] == ""
+    assert inbound["data"]["from"] == {
+        "email": None,
+        "phone": None,
+        "name": None,
+        "visitor_id": None,
+    }
+    reply = next(e for e in after if e["type"] == "helpline.message.outbound.v1")
+    assert reply["data"]["erased"] is True
+    event = after[-1]
+    assert event["type"] == "helpline.contact.erased.v1"
+    assert event["data"]["events_erased"] == 3 and event["data"]["reason"] == "GDPR request 2026-11"
+    # Bob is untouched, and Ann's handles find nobody now.
+    bob = next(e for e in after if e["id"] == other["event_id"])
+    assert bob["data"]["from"]["email"] == "bob@example.org"
+    status, _, _ = await live.get("/v1/contacts?handle=ann@example.org")
+    assert status == 404
+    # Writing again later makes a new, empty-history contact: nothing comes back.
+    _, again, _ = await live.post("/v1/messages", message(3, **{"from": ann}))
+    assert again["contact_id"] != a["contact_id"]
+
+
+async def test_erasure_covers_everyone_merged_into_the_person(live: LiveDaemon) -> None:
+    _, a, _ = await live.post("/v1/messages", message(1, **{"from": {"email": "ann@x.org"}}))
+    _, b, _ = await live.post("/v1/messages", message(2, **{"from": {"phone": "+4930111222"}}))
+    await live.post(
+        "/v1/messages",
+        message(3, **{"from": {"email": "ann@x.org", "phone": "+4930111222"}}),
+        token="crm",
+    )
+    status, _, _ = await live.post(f"/v1/contacts/{b['contact_id']}/erase", None)
+    assert status == 200
+    event = (await live.stream())[-1]
+    assert sorted(event["data"]["erased_ids"]) == sorted([a["contact_id"], b["contact_id"]])
+    merged = next(e for e in await live.stream() if e["type"] == "helpline.contact.merged.v1")
+    assert merged["data"]["handles"] == []
+
+
+async def test_retention_tombstones_old_content(make_daemon: Callable[..., Any]) -> None:
+    clock = Clock()
+    live = await make_daemon('[retention]\nmessage_content = "30d"\n', clock=clock)
+    _, old, _ = await live.post("/v1/messages", message(1, text="old secret"))
+    clock.now += 20 * 86400
+    _, recent, _ = await live.post("/v1/messages", message(2, text="recent question"))
+    clock.now += 15 * 86400  # the first is 35 days old, the second 15
+    await live.daemon.sweep()
+    events = {e["id"]: e for e in await live.stream()}
+    assert events[old["event_id"]]["data"]["erased"] is True
+    assert events[old["event_id"]]["data"]["text"] == ""
+    assert events[recent["event_id"]]["data"]["text"] == "recent question"
+    clock.now += 20 * 86400
+    await live.daemon.sweep()
+    events = {e["id"]: e for e in await live.stream()}
+    assert events[recent["event_id"]]["data"]["erased"] is True
+
+
+async def test_idempotency_keys_expire_after_the_window(make_daemon: Callable[..., Any]) -> None:
+    clock = Clock()
+    live = await make_daemon('[ingest]\nidempotency_window = "2d"\n', clock=clock)
+    key = {"Idempotency-Key": "order-1"}
+    first = await live.post("/v1/messages", message(1), **key)
+    clock.now += 86400
+    assert (await live.post("/v1/messages", message(1), **key))[0] == 200  # still remembered
+    async with live.http.get(live.url + "/metrics") as resp:
+        text = await resp.text()
+    assert "helpline_idempotency_keys 1.0" in text
+    assert "helpline_idempotency_oldest_age_seconds 86400.0" in text
+    clock.now += 2 * 86400
+    await live.daemon.sweep()
+    async with live.http.get(live.url + "/metrics") as resp:
+        assert "helpline_idempotency_keys 0.0" in await resp.text()
+    later = await live.post("/v1/messages", message(1), **key)
+    assert later[0] == 201 and later[1]["event_id"] != first[1]["event_id"]
+
+
+async def test_erasing_an_unknown_contact_is_404(live: LiveDaemon) -> None:
+    status, problem, _ = await live.post("/v1/contacts/ct_nobody/erase", None)
+    assert status == 404 and "ct_nobody" in problem["detail"]
