@@ -20,11 +20,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import api, machine, report
+from bench import api, identity, machine, report
 from bench.load import ensure_wrk, wrk_version
 from bench.procs import REPO_ROOT, BenchError
 
-BENCHMARKS: dict[str, Callable[..., report.Outcome]] = {"api": api.run}
+BENCHMARKS: dict[str, Callable[..., report.Outcome]] = {"api": api.run, "identity": identity.run}
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="a short smoke run (CI): prints the table, writes the JSON, leaves RESULTS.md",
     )
-    parser.add_argument("--runs", type=int, help="product/baseline pairs (full: 5, quick: 1)")
+    parser.add_argument(
+        "--runs",
+        type=int,
+        help="api: product/baseline pairs (full: 5); identity: rounds (full: 3); quick: 1",
+    )
     parser.add_argument("--seconds", type=int, help="seconds per measured run (full: 10)")
     parser.add_argument("--connections", type=int, help="concurrent clients (full: 50)")
     parser.add_argument(
@@ -102,6 +106,9 @@ def run_one(name: str, args: argparse.Namespace, argv: Sequence[str]) -> int:
     print()
     print(f"{outcome.title} ({outcome.settings})")
     print(report.table(outcome.figures))
+    if outcome.extra:
+        print()
+        print(outcome.extra)
     for line in outcome.checks:
         print(f"  check: {line}")
     for line in outcome.warnings:

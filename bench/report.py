@@ -126,6 +126,7 @@ class Outcome:
     problems: list[str]  # something broke: the run is invalid and the exit status is 1
     warnings: list[str]  # worth a look, but the figures stand
     data: dict[str, object]
+    extra: str = ""  # more markdown after the figures table (absolute values, say)
 
 
 def section(
@@ -143,6 +144,7 @@ def section(
         "",
         table(outcome.figures),
         "",
+        *([outcome.extra, ""] if outcome.extra else []),
         "Checks:",
         "",
         *[f"- {line}" for line in outcome.checks],
