@@ -125,6 +125,20 @@ class ConversationsConfig(Section):
     max_reference_age: Duration = 365 * 86400.0
 
 
+class NearDuplicatesConfig(Section):
+    # A message nearly the same as one its sender sent within this window is flagged.
+    window: Duration = 86400.0
+    threshold: float = Field(default=0.6, gt=0.0, le=1.0)
+    # Earlier messages compared at most, newest first: keeps the check O(1) per message.
+    max_candidates: int = Field(default=20, ge=1, le=200)
+    # Only the start of a long text is fingerprinted, so its cost is bounded too.
+    max_text: ByteSize = 4096
+    # The same text from an anonymous visitor and another contact this close together
+    # raises a link suggestion (never a merge); "the same" means at least this similar.
+    anonymous_window: Duration = 600.0
+    anonymous_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+
+
 class RetentionConfig(Section):
     # How long message text, subjects and senders are kept in helpline's own store
     # (the ticket system keeps the record); older content becomes a tombstone.
@@ -168,6 +182,7 @@ class CoreConfig(Section):
     identity: IdentityConfig = Field(default_factory=IdentityConfig)
     conversations: ConversationsConfig = Field(default_factory=ConversationsConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    near_duplicates: NearDuplicatesConfig = Field(default_factory=NearDuplicatesConfig)
     first_response: FirstResponseConfig = Field(default_factory=FirstResponseConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)

@@ -45,9 +45,7 @@ def _handle_data(handles: list[Handle]) -> list[HandleData]:
     return [HandleData(kind=kind, value=value) for kind, value in handles]
 
 
-def _contact_event(
-    kind: EventType, subject: str, data: EventData, source: str, now: float
-) -> Event:
+def contact_event(kind: EventType, subject: str, data: EventData, source: str, now: float) -> Event:
     return Event(
         id=event_id(),
         type=kind,
@@ -97,7 +95,7 @@ async def resolve_contact(
             cause_event_id=cause_event,
             handles=_handle_data(await tx.group_handles(owner)),
         )
-        await tx.append(_contact_event(EventType.CONTACT_MERGED, owner, data, source, now))
+        await tx.append(contact_event(EventType.CONTACT_MERGED, owner, data, source, now))
         return owner
     fresh = [c for c in others if await tx.first_suggestion(owner, c, cause_event, now)]
     if fresh:
@@ -107,7 +105,7 @@ async def resolve_contact(
             cause_event_id=cause_event,
             reason="an unverified message names handles of contacts that both have history",
         )
-        await tx.append(_contact_event(EventType.CONTACT_LINK_SUGGESTED, owner, data, source, now))
+        await tx.append(contact_event(EventType.CONTACT_LINK_SUGGESTED, owner, data, source, now))
     return owner
 
 
@@ -119,4 +117,4 @@ async def split_contact(
     if survivor is None:
         raise NotFound(f"contact {contact_id!r} is not merged into another contact")
     data = ContactSplit(contact_id=contact_id, from_contact_id=survivor, reason=reason)
-    return await tx.append(_contact_event(EventType.CONTACT_SPLIT, contact_id, data, source, now))
+    return await tx.append(contact_event(EventType.CONTACT_SPLIT, contact_id, data, source, now))

@@ -27,7 +27,7 @@ from gateway.identity import HandleRules
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
-from gateway.store import sqlite_path
+from gateway.store import Tx, sqlite_path
 from gateway.store.sqlite import SqliteStore
 from gateway.stream import StreamNotifier, StreamReader
 from gateway.supervisor import Supervisor
@@ -274,6 +274,13 @@ class Daemon:
             removed = await self.store.expire_idempotency(now - core.ingest.idempotency_window)
             if removed:
                 log.info("ingest.idempotency_expired", removed=removed)
+            near = core.near_duplicates
+            horizon = now - max(near.window, near.anonymous_window)
+
+            async def forget(tx: Tx) -> int:
+                return await tx.forget_fingerprints(horizon)
+
+            await self.store.write(forget)
             cutoff = now - core.retention.message_content
             expired = await expire_content(self.store.write, cutoff, now)
             if expired:

@@ -22,6 +22,8 @@ from gateway.events import Event, EventType, InboundMessage, Sender
 from gateway.identity import Handles
 from gateway.ids import event_id
 from gateway.metrics import Metrics
+from gateway.near_duplicates import flag, prepare
+from gateway.similarity import Fingerprint
 from gateway.store import Store, Tx
 
 
@@ -101,15 +103,17 @@ class Ingestor:
         if not item.handles.ordered():
             raise ValueError("an inbound item needs at least one handle")
 
+        fp = prepare(item.text, self.config.near_duplicates)
+
         async def unit(tx: Tx) -> Ack:
-            return await self._ingest(tx, item)
+            return await self._ingest(tx, item, fp)
 
         ack = await self._store.write(unit)
         counter = self._metrics.duplicates if ack.duplicate else self._metrics.ingested
         counter.labels(item.channel).inc()
         return ack
 
-    async def _ingest(self, tx: Tx, item: Inbound) -> Ack:
+    async def _ingest(self, tx: Tx, item: Inbound, fp: Fingerprint | None) -> Ack:
         now = self._clock()
         window = self.config.ingest.idempotency_window
         answer = await recorded_answer(tx, item.idempotency, window, now)
@@ -133,6 +137,16 @@ class Ingestor:
             now=now,
             reopen_window=self.config.conversations.reopen_window,
             max_reference_age=self.config.conversations.max_reference_age,
+            source=item.source,
+        )
+        duplicate_of = await flag(
+            tx,
+            fp,
+            contact_id=contact,
+            handles=item.handles.ordered(),
+            event_id=message_id,
+            now=now,
+            config=self.config.near_duplicates,
             source=item.source,
         )
         accepted = datetime.fromtimestamp(now, UTC)
@@ -160,6 +174,7 @@ class Ingestor:
                 html=item.html,
                 external_id=item.external_id,
                 thread=item.thread.ref if item.thread else None,
+                duplicate_of=duplicate_of,
                 sent_at=clamp_sent_at(item.sent_at, accepted),
                 accepted_at=accepted,
             ),

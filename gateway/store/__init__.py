@@ -154,6 +154,27 @@ class Tx(Protocol):
 
     async def get_cursor(self, name: str) -> int | None: ...
 
+    async def recent_fingerprints(
+        self, contact_id: str, since: float, limit: int
+    ) -> list[tuple[str, bytes]]: ...
+
+    async def band_candidates(
+        self, bands: list[int], since: float, contact_id: str, anonymous_only: bool, limit: int
+    ) -> list[tuple[str, str, bool, bytes]]: ...
+
+    async def put_fingerprint(
+        self,
+        event_id: str,
+        contact_id: str,
+        *,
+        at: float,
+        sketch: bytes,
+        bands: list[int],
+        anonymous: bool,
+    ) -> None: ...
+
+    async def forget_fingerprints(self, before: float) -> int: ...
+
     async def conversation_by_thread(self, kind: str, ref: str) -> ConversationRow | None: ...
 
     async def put_thread(self, kind: str, ref: str, conversation_id: str, now: float) -> None: ...

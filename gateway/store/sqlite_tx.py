@@ -171,6 +171,10 @@ class SqliteTx:
             f"(SELECT id FROM conversations WHERE contact_id IN ({marks}))",
             contact_ids,
         )
+        self._conn.execute(f"DELETE FROM fingerprints WHERE contact_id IN ({marks})", contact_ids)
+        self._conn.execute(
+            f"DELETE FROM fingerprint_bands WHERE contact_id IN ({marks})", contact_ids
+        )
 
     async def events_after(
         self, after: int, limit: int
@@ -180,6 +184,57 @@ class SqliteTx:
             (after, limit),
         ).fetchall()
         return [(int(s), float(t), str(k), bool(e), bytes(b)) for s, t, k, e, b in rows]
+
+    async def recent_fingerprints(
+        self, contact_id: str, since: float, limit: int
+    ) -> list[tuple[str, bytes]]:
+        rows = self._conn.execute(
+            f"SELECT event_id, sketch FROM fingerprints WHERE contact_id IN {_GROUP} "
+            "AND at >= :since ORDER BY at DESC LIMIT :limit",
+            {"c": contact_id, "since": since, "limit": limit},
+        ).fetchall()
+        return [(str(e), bytes(s)) for e, s in rows]
+
+    async def band_candidates(
+        self, bands: list[int], since: float, contact_id: str, anonymous_only: bool, limit: int
+    ) -> list[tuple[str, str, bool, bytes]]:
+        """Recent fingerprints of other contacts sharing a band key (or only anonymous ones)."""
+        marks = ",".join("?" * len(bands))
+        only = "AND b.anonymous = 1 " if anonymous_only else ""
+        rows = self._conn.execute(
+            "SELECT DISTINCT b.event_id, b.contact_id, b.anonymous, f.sketch "
+            "FROM fingerprint_bands b JOIN fingerprints f ON f.event_id = b.event_id "
+            f"WHERE b.band IN ({marks}) AND b.at >= ? {only}"
+            "AND b.contact_id NOT IN (SELECT id FROM contacts WHERE id = ? OR merged_into = ?) "
+            "ORDER BY b.at DESC LIMIT ?",
+            (*bands, since, contact_id, contact_id, limit),
+        ).fetchall()
+        return [(str(e), str(c), bool(a), bytes(s)) for e, c, a, s in rows]
+
+    async def put_fingerprint(
+        self,
+        event_id: str,
+        contact_id: str,
+        *,
+        at: float,
+        sketch: bytes,
+        bands: list[int],
+        anonymous: bool,
+    ) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO fingerprints (event_id, contact_id, at, sketch) "
+            "VALUES (?, ?, ?, ?)",
+            (event_id, contact_id, at, sketch),
+        )
+        self._conn.executemany(
+            "INSERT OR IGNORE INTO fingerprint_bands (band, event_id, contact_id, anonymous, at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(band, event_id, contact_id, int(anonymous), at) for band in bands],
+        )
+
+    async def forget_fingerprints(self, before: float) -> int:
+        self._conn.execute("DELETE FROM fingerprint_bands WHERE at < ?", (before,))
+        return int(self._conn.execute("DELETE FROM fingerprints WHERE at < ?", (before,)).rowcount)
 
     async def get_cursor(self, name: str) -> int | None:
         row = self._conn.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
