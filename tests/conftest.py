@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -14,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from gateway.config import parse_config
 from gateway.daemon import Daemon
+from gateway.events import with_offset
 
 REPO = Path(__file__).resolve().parent.parent
 TOKENS = {
@@ -106,11 +109,24 @@ async def make_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     for running in started:
         await running.http.close()
         await running.daemon.stop()
+        validate_store(running.daemon.store.path)
 
 
 @pytest.fixture
 async def live(make_daemon: Callable[..., Any]) -> LiveDaemon:
     return await make_daemon()  # type: ignore[no-any-return]
+
+
+def validate_store(path: Path) -> None:
+    """Every event a daemon emitted, as the stream serves it, against its schema in docs/."""
+    from tests.schemas import validate_event
+
+    if not path.exists():
+        return
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT seq, body FROM events ORDER BY seq").fetchall()
+    for seq, body in rows:
+        validate_event(orjson.loads(with_offset(seq, bytes(body))))
 
 
 class DaemonProcess:
@@ -181,6 +197,7 @@ class DaemonProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        validate_store(self.state_dir / "helpline.db")
 
 
 @pytest.fixture

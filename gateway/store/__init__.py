@@ -82,12 +82,34 @@ def ts(value: float | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class HandleRecord:
+    """A handle of a contact and its audit trail: which message linked it, on what evidence."""
+
+    kind: str
+    value: str
+    contact_id: str
+    linked_at: float
+    cause_event_id: str | None
+    verified: bool
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "value": self.value,
+            "contact_id": self.contact_id,
+            "linked_at": ts(self.linked_at),
+            "cause_event_id": self.cause_event_id,
+            "verified": self.verified,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class ContactRow:
     id: str
     name: str | None
     merged_into: str | None
     created_at: float
-    handles: tuple[tuple[str, str], ...]
+    handles: tuple[HandleRecord, ...]
     merged: tuple[str, ...] = ()  # contacts merged into this one
     erased_at: float | None = None
 
@@ -96,7 +118,7 @@ class ContactRow:
             "contact_id": self.id,
             "requested_id": requested,
             "name": self.name,
-            "handles": [{"kind": kind, "value": value} for kind, value in self.handles],
+            "handles": [h.as_json() for h in self.handles],
             "merged_ids": list(self.merged),
             "created_at": ts(self.created_at),
             "erased_at": ts(self.erased_at),

@@ -24,6 +24,7 @@ import structlog
 from gateway.store import (
     ContactRow,
     ConversationRow,
+    HandleRecord,
     StoreClosed,
     StoreHealth,
     UnitOfWork,
@@ -205,8 +206,9 @@ class SqliteStore:
         ).fetchone()
         group = {"c": survivor}
         handles = self._reader.execute(
-            "SELECT kind, value FROM handles WHERE contact_id IN "
-            "(SELECT id FROM contacts WHERE id = :c OR merged_into = :c) ORDER BY kind, value",
+            "SELECT kind, value, contact_id, created_at, cause_event, verified FROM handles "
+            "WHERE contact_id IN (SELECT id FROM contacts WHERE id = :c OR merged_into = :c) "
+            "ORDER BY kind, value",
             group,
         ).fetchall()
         merged = self._reader.execute(
@@ -217,7 +219,10 @@ class SqliteStore:
             name=head[0],
             merged_into=None,
             created_at=float(head[1]),
-            handles=tuple((str(k), str(v)) for k, v in handles),
+            handles=tuple(
+                HandleRecord(str(k), str(v), str(c), float(at), cause, bool(verified))
+                for k, v, c, at, cause, verified in handles
+            ),
             merged=tuple(str(m[0]) for m in merged),
             erased_at=float(head[2]) if head[2] is not None else None,
         )

@@ -82,7 +82,7 @@ async def test_handles_written_differently_find_one_contact(
     status, contact, _ = await live.get(f"/v1/contacts/{first[1]['contact_id']}")
     assert status == 200
     assert contact["contact_id"] == first[1]["contact_id"]
-    assert contact["handles"] == [
+    assert [{"kind": h["kind"], "value": h["value"]} for h in contact["handles"]] == [
         {"kind": "email", "value": "ann@example.org"},
         {"kind": "phone", "value": "+49301234567"},
     ]
@@ -96,7 +96,7 @@ async def test_a_stranger_typing_someone_elses_email_never_merges_them(live: Liv
     )
     assert both[1]["contact_id"] == ann[1]["contact_id"] != bob[1]["contact_id"]
     _, bob_contact, _ = await live.get(f"/v1/contacts/{bob[1]['contact_id']}")
-    assert bob_contact["handles"] == [{"kind": "phone", "value": "+4930999999"}]
+    assert [h["value"] for h in bob_contact["handles"]] == ["+4930999999"]
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,21 @@ async def test_a_form_with_email_and_phone_links_them(live: LiveDaemon) -> None:
     assert by_mail["conversation_id"] == by_phone["conversation_id"]  # across channels, one thread
 
 
+async def test_each_handle_records_the_message_that_linked_it(live: LiveDaemon) -> None:
+    _, first, _ = await live.post("/v1/messages", message(1, **sender(email="ann@example.org")))
+    _, second, _ = await live.post(
+        "/v1/messages",
+        message(2, **sender(email="ann@example.org", phone="+4930555666")),
+        token="crm",
+    )
+    _, view, _ = await live.get(f"/v1/contacts/{first['contact_id']}")
+    trail = {h["value"]: (h["cause_event_id"], h["verified"]) for h in view["handles"]}
+    assert trail == {
+        "ann@example.org": (first["event_id"], False),
+        "+4930555666": (second["event_id"], True),
+    }
+
+
 async def test_unverified_claims_never_merge_and_suggest_once(live: LiveDaemon) -> None:
     _, ann, _ = await live.post("/v1/messages", message(1, **sender(email="ann@example.org")))
     _, bob, _ = await live.post("/v1/messages", message(2, **sender(phone="+4930555666")))
@@ -94,7 +109,7 @@ async def test_a_split_undoes_a_merge(live: LiveDaemon) -> None:
     )
     assert status == 200
     assert split["contact"]["contact_id"] == bob["contact_id"]
-    assert split["contact"]["handles"] == [{"kind": "phone", "value": "+4930555666"}]
+    assert [h["value"] for h in split["contact"]["handles"]] == ["+4930555666"]
     _, found, _ = await live.get("/v1/contacts?handle=%2B4930555666")
     assert found["contact_id"] == bob["contact_id"]
     _, ann_view, _ = await live.get(f"/v1/contacts/{ann['contact_id']}")

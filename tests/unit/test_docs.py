@@ -331,9 +331,8 @@ async def test_api_answers_match_the_document(client: TestClient) -> None:  # ty
     resp = await client.get("/v1/conversations/nope", headers=AUTH)
     assert (await _answer(resp, "get", one))["status"] == 404
     resp = await client.get(f"/v1/contacts/{contact}", headers=AUTH)
-    assert (await _answer(resp, "get", "/v1/contacts/{contact_id}"))["handles"] == [
-        {"kind": "email", "value": "ann@example.org"}
-    ]
+    handles = (await _answer(resp, "get", "/v1/contacts/{contact_id}"))["handles"]
+    assert [(h["kind"], h["value"]) for h in handles] == [("email", "ann@example.org")]
     resp = await client.get("/v1/contacts/nope", headers=AUTH)
     assert (await _answer(resp, "get", "/v1/contacts/{contact_id}"))["status"] == 404
 
