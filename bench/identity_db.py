@@ -5,14 +5,16 @@ behind (gateway/ingest.py): a contacts row, its email handle
 `user{i}@stored.example`, one open `api` conversation, two events
 (conversation.opened and a ~1 KB message.inbound, real CloudEvent envelopes
 built once with gateway.events and reused with each row's ids) and one
-idempotency row. The schema comes from the daemon's own migrations; the rows
+idempotency row, and (schema 4 and later) the message's near-duplicate
+fingerprint. The schema comes from the daemon's own migrations; the rows
 are written directly with sqlite3 in one transaction (executemany over
 generators, synchronous=OFF and a big page cache during the load only).
 
-Times are epoch floats spread over the day before the build, so every stored
-conversation is inside the default reopen window (7 days) and every
-idempotency row inside the default idempotency window (7 days) for a while:
-a cached database older than MAX_AGE_SECONDS is rebuilt. The cache lives in
+Times are epoch floats spread over the 6 hours before the build, so every
+stored conversation is inside the default reopen window (7 days), every
+idempotency row inside the idempotency window (7 days) and every fingerprint
+inside the near-duplicate window (1 day) while the cache is used: a cached
+database older than MAX_AGE_SECONDS (12 hours) is rebuilt. The cache lives in
 /tmp/helpline-bench-cache/, keyed by N, the schema version (PRAGMA
 user_version) and LAYOUT; a run copies the file, never uses it in place.
 """
@@ -26,7 +28,7 @@ import sqlite3
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -36,9 +38,9 @@ from gateway.events import ConversationChange, Event, EventType, InboundMessage,
 from gateway.store.migrate import latest_version, migrate_sqlite
 
 CACHE_DIR = Path(tempfile.gettempdir()) / "helpline-bench-cache"  # /tmp/helpline-bench-cache
-LAYOUT = 1  # bump when the generated rows change, so old cached files are not reused
-MAX_AGE_SECONDS = 3 * 86400.0  # stored activity must stay inside the 7-day windows
-SPREAD_SECONDS = 86400.0  # stored activity spans the day before the build
+LAYOUT = 2  # bump when the generated rows change, so old cached files are not reused
+MAX_AGE_SECONDS = 12 * 3600.0  # stored activity must stay inside the 1-day and 7-day windows
+SPREAD_SECONDS = 6 * 3600.0  # stored activity spans the 6 hours before the build
 STORED_DOMAIN = "stored.example"
 TOKEN_NAME = "bench"  # bench.daemon.TOKEN_NAME: idempotency rows are scoped to it
 SOURCE = f"/api/{TOKEN_NAME}"
@@ -196,40 +198,95 @@ class Prepared:
         }
 
 
-def _insert_all(conn: sqlite3.Connection, n: int, start: float) -> None:
-    tpl = templates()
-    scope = f"api:{TOKEN_NAME}"
-    contacts: list[tuple[object, ...]] = []
-    handles: list[tuple[object, ...]] = []
-    conversations: list[tuple[object, ...]] = []
-    events: list[tuple[object, ...]] = []
-    idem: list[tuple[object, ...]] = []
-    chunk = 50_000
+FINGERPRINT_POOL = 48  # distinct stored texts whose sketches are computed (100 µs each)
 
-    def flush() -> None:
-        conn.executemany("INSERT INTO contacts (id, name, created_at) VALUES (?, ?, ?)", contacts)
+
+def _has_table(conn: sqlite3.Connection, name: str) -> bool:
+    found = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    ).fetchone()
+    return found is not None
+
+
+def _sketches(pool: int) -> list[bytes]:
+    """Near-duplicate fingerprints of stored-looking texts, as gateway/near_duplicates.py keeps.
+
+    Computing one per stored message would add ~100 s at 10^6, so a pool of real
+    sketches of the same texts (other refs and names) is reused: every lookup and
+    comparison costs the same as with each message's own sketch.
+    """
+    # Imported here: gateway.similarity exists only from schema 4 on.
+    from gateway.similarity import fingerprint
+
+    out = []
+    for i in range(pool):
+        name = name_of(i)
+        fp = fingerprint(TEXTS[i % len(TEXTS)].format(n=f"{i * 7919:07d}", name=name))
+        if fp is not None:
+            out.append(fp.to_bytes())
+    return out
+
+
+@dataclass
+class _Batch:
+    """Rows of each table waiting for one executemany."""
+
+    contacts: list[tuple[object, ...]] = field(default_factory=list)
+    handles: list[tuple[object, ...]] = field(default_factory=list)
+    conversations: list[tuple[object, ...]] = field(default_factory=list)
+    events: list[tuple[object, ...]] = field(default_factory=list)
+    idem: list[tuple[object, ...]] = field(default_factory=list)
+    prints: list[tuple[object, ...]] = field(default_factory=list)
+
+    def flush(self, conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "INSERT INTO contacts (id, name, created_at) VALUES (?, ?, ?)", self.contacts
+        )
         conn.executemany(
             "INSERT INTO handles (kind, value, contact_id, created_at, cause_event, verified) "
             "VALUES ('email', ?, ?, ?, ?, 0)",
-            handles,
+            self.handles,
         )
         conn.executemany(
             "INSERT INTO conversations (number, id, contact_id, status, channel, channels, "
             "created_at, last_activity_at) VALUES (?, ?, ?, 'open', 'api', 'api', ?, ?)",
-            conversations,
+            self.conversations,
         )
         conn.executemany(
             "INSERT INTO events (seq, id, type, conversation_id, contact_id, time, body) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
-            events,
+            self.events,
         )
         conn.executemany(
             "INSERT INTO idempotency (scope, key, digest, response, created_at) "
             "VALUES (?, ?, ?, ?, ?)",
-            idem,
+            self.idem,
         )
-        for rows in (contacts, handles, conversations, events, idem):
+        if self.prints:
+            conn.executemany(
+                "INSERT INTO fingerprints (event_id, contact_id, at, sketch) VALUES (?, ?, ?, ?)",
+                self.prints,
+            )
+        for rows in (
+            self.contacts,
+            self.handles,
+            self.conversations,
+            self.events,
+            self.idem,
+            self.prints,
+        ):
             rows.clear()
+
+
+def _insert_all(conn: sqlite3.Connection, n: int, start: float) -> None:
+    tpl = templates()
+    # Schema 4 and later keep a fingerprint of each message within [near_duplicates] window
+    # (1 day: all of the stored history while the cache is used); their band keys only
+    # matter for minutes (anonymous_window) and are swept, so none are stored for it.
+    sketches = _sketches(FINGERPRINT_POOL) if _has_table(conn, "fingerprints") else []
+    scope = f"api:{TOKEN_NAME}"
+    batch = _Batch()
+    chunk = 50_000
 
     opened_type = EventType.CONVERSATION_OPENED.value
     inbound_type = EventType.MESSAGE_INBOUND.value
@@ -265,20 +322,22 @@ def _insert_all(conn: sqlite3.Connection, n: int, start: float) -> None:
         values["evt"] = evt_inbound
         inbound = (tpl.inbound % values).encode()
         seq = 2 * i + 1
-        contacts.append((ct, name, at))
-        handles.append((email, ct, at, evt_inbound))
-        conversations.append((i + 1, conv, ct, at, at))
-        events.append((seq, evt_opened, opened_type, conv, ct, at, opened))
-        events.append((seq + 1, evt_inbound, inbound_type, conv, ct, at, inbound))
+        batch.contacts.append((ct, name, at))
+        batch.handles.append((email, ct, at, evt_inbound))
+        batch.conversations.append((i + 1, conv, ct, at, at))
+        batch.events.append((seq, evt_opened, opened_type, conv, ct, at, opened))
+        batch.events.append((seq + 1, evt_inbound, inbound_type, conv, ct, at, inbound))
         ack = (
             b'{"offset":%d,"event_id":"%s","conversation_id":"%s","contact_id":"%s",'
             b'"duplicate":false}' % (seq + 1, evt_inbound.encode(), conv.encode(), ct.encode())
         )
+        if sketches:
+            batch.prints.append((evt_inbound, ct, at, sketches[i % len(sketches)]))
         key = f"msg:h:stored-{i}"
-        idem.append((scope, key, hashlib.sha256(key.encode()).digest(), ack, at))
-        if len(contacts) >= chunk:
-            flush()
-    flush()
+        batch.idem.append((scope, key, hashlib.sha256(key.encode()).digest(), ack, at))
+        if len(batch.contacts) >= chunk:
+            batch.flush(conn)
+    batch.flush(conn)
 
 
 def build(n: int, path: Path) -> float:
