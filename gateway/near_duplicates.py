@@ -89,9 +89,10 @@ async def flag(
         score = similarity(fp, Fingerprint.from_bytes(blob))
         if score > best or (duplicate_of is None and score >= best):  # ties: the newest
             duplicate_of, best = earlier, score
-    keys = band_keys(fp)
-    anonymous = await is_anonymous(tx, contact_id, handles)
-    if fp.count >= LINK_MIN_SHINGLES:
+    anonymous, keys = False, []
+    if fp.count >= LINK_MIN_SHINGLES:  # only texts this long can suggest a link: index them
+        keys = band_keys(fp)
+        anonymous = await is_anonymous(tx, contact_id, handles)
         other = await _same_text_elsewhere(
             tx, fp, keys, contact_id=contact_id, anonymous=anonymous, now=now, config=config
         )

@@ -198,18 +198,28 @@ class SqliteTx:
     async def band_candidates(
         self, bands: list[int], since: float, contact_id: str, anonymous_only: bool, limit: int
     ) -> list[tuple[str, str, bool, bytes]]:
-        """Recent fingerprints of other contacts sharing a band key (or only anonymous ones)."""
+        """Recent fingerprints of other contacts sharing a band key (or only anonymous ones).
+
+        Any `limit` of them will do (they are all within the window), so there is no sort
+        and the index range stops early however many messages share a hot template.
+        """
         marks = ",".join("?" * len(bands))
-        only = "AND b.anonymous = 1 " if anonymous_only else ""
+        kinds = "(1)" if anonymous_only else "(0, 1)"
         rows = self._conn.execute(
-            "SELECT DISTINCT b.event_id, b.contact_id, b.anonymous, f.sketch "
+            "SELECT b.event_id, b.contact_id, b.anonymous, f.sketch "
             "FROM fingerprint_bands b JOIN fingerprints f ON f.event_id = b.event_id "
-            f"WHERE b.band IN ({marks}) AND b.at >= ? {only}"
+            f"WHERE b.band IN ({marks}) AND b.anonymous IN {kinds} AND b.at >= ? "
             "AND b.contact_id NOT IN (SELECT id FROM contacts WHERE id = ? OR merged_into = ?) "
-            "ORDER BY b.at DESC LIMIT ?",
+            "LIMIT ?",
             (*bands, since, contact_id, contact_id, limit),
         ).fetchall()
-        return [(str(e), str(c), bool(a), bytes(s)) for e, c, a, s in rows]
+        seen: set[str] = set()
+        found = []
+        for event, contact, anonymous, sketch in rows:
+            if event not in seen:
+                seen.add(event)
+                found.append((str(event), str(contact), bool(anonymous), bytes(sketch)))
+        return found
 
     async def put_fingerprint(
         self,
@@ -226,10 +236,12 @@ class SqliteTx:
             "VALUES (?, ?, ?, ?)",
             (event_id, contact_id, at, sketch),
         )
+        if not bands:
+            return
         self._conn.executemany(
-            "INSERT OR IGNORE INTO fingerprint_bands (band, event_id, contact_id, anonymous, at) "
+            "INSERT OR IGNORE INTO fingerprint_bands (band, anonymous, at, event_id, contact_id) "
             "VALUES (?, ?, ?, ?, ?)",
-            [(band, event_id, contact_id, int(anonymous), at) for band in bands],
+            [(band, int(anonymous), at, event_id, contact_id) for band in bands],
         )
 
     async def forget_fingerprints(self, before: float) -> int:
