@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import orjson
@@ -41,12 +41,7 @@ class ReplyAck:
     duplicate: bool = False
 
     def as_json(self) -> dict[str, object]:
-        return {
-            "offset": self.offset,
-            "event_id": self.event_id,
-            "conversation_id": self.conversation_id,
-            "duplicate": self.duplicate,
-        }
+        return asdict(self)
 
 
 class Replies:

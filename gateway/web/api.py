@@ -7,6 +7,7 @@ and turned into a problem document by one middleware (problems.py).
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 
 import nh3
 import orjson
@@ -70,6 +71,12 @@ async def _json_body(request: web.Request) -> bytes:
             reason="Unsupported Media Type", text=f"send JSON (application/json), not {mime}"
         )
     return raw
+
+
+async def _reason(request: web.Request) -> str | None:
+    """The optional `{"reason": ...}` body of an action; no body at all is fine too."""
+    raw = await _json_body(request)
+    return (TransitionIn.model_validate_json(raw) if raw.strip() else TransitionIn()).reason
 
 
 def _idempotency(
@@ -224,14 +231,13 @@ async def _transition(request: web.Request, action: str) -> web.Response:
     ctx = context(request)
     caller = ctx.tokens.caller(request)
     conversation_id = request.match_info["conversation_id"]
-    raw = await _json_body(request)
-    body = TransitionIn.model_validate_json(raw) if raw.strip() else TransitionIn()
+    reason = await _reason(request)
     change = resolve if action == "resolve" else reopen
     now = ctx.ingestor.now()
 
     async def unit(tx: Tx) -> Transition:
         return await change(
-            tx, conversation_id, source=f"/api/{caller.token_name}", now=now, reason=body.reason
+            tx, conversation_id, source=f"/api/{caller.token_name}", now=now, reason=reason
         )
 
     result = await ctx.store.write(unit)
@@ -277,46 +283,36 @@ async def find_contact(request: web.Request) -> web.Response:
     return _json(contact.as_json(found or ""))
 
 
-async def post_split(request: web.Request) -> web.Response:
-    """Undo a merge: the contact stands alone again, with the handles it came with."""
+ContactAction = Callable[..., Awaitable[int]]
+
+
+async def _contact_action(request: web.Request, action: ContactAction) -> web.Response:
+    """Run a contact-changing action (split, erase) and answer with the contact after it."""
     ctx = context(request)
     caller = ctx.tokens.caller(request)
     contact_id = request.match_info["contact_id"]
-    raw = await _json_body(request)
-    body = TransitionIn.model_validate_json(raw) if raw.strip() else TransitionIn()
+    reason = await _reason(request)
     now = ctx.ingestor.now()
 
     async def unit(tx: Tx) -> int:
-        return await split_contact(
-            tx, contact_id, now=now, source=f"/api/{caller.token_name}", reason=body.reason
-        )
-
-    offset = await ctx.store.write(unit)
-    contact = await ctx.store.get_contact(contact_id)
-    if contact is None:  # erased between the split and this read
-        raise NotFound(f"no contact {contact_id!r}")
-    return _json({"offset": offset, "contact": contact.as_json(contact_id)})
-
-
-async def post_erase(request: web.Request) -> web.Response:
-    """Erase a person: handles, name and message content go; tombstones keep the offsets."""
-    ctx = context(request)
-    caller = ctx.tokens.caller(request)
-    contact_id = request.match_info["contact_id"]
-    raw = await _json_body(request)
-    body = TransitionIn.model_validate_json(raw) if raw.strip() else TransitionIn()
-    now = ctx.ingestor.now()
-
-    async def unit(tx: Tx) -> int:
-        return await erase_contact(
-            tx, contact_id, now=now, source=f"/api/{caller.token_name}", reason=body.reason
-        )
+        source = f"/api/{caller.token_name}"
+        return await action(tx, contact_id, now=now, source=source, reason=reason)
 
     offset = await ctx.store.write(unit)
     contact = await ctx.store.get_contact(contact_id)
     if contact is None:
         raise NotFound(f"no contact {contact_id!r}")
     return _json({"offset": offset, "contact": contact.as_json(contact_id)})
+
+
+async def post_split(request: web.Request) -> web.Response:
+    """Undo a merge: the contact stands alone again, with the handles it came with."""
+    return await _contact_action(request, split_contact)
+
+
+async def post_erase(request: web.Request) -> web.Response:
+    """Erase a person: handles, name and message content go; tombstones keep the offsets."""
+    return await _contact_action(request, erase_contact)
 
 
 def add_routes(app: web.Application) -> None:
