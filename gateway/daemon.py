@@ -137,7 +137,14 @@ class Daemon:
                 token_file=str(token_path(self.state_dir)),
                 hint="`helpline token` prints it",
             )
-        await self._serve_http()
+        try:
+            await self._serve_http()
+        except OSError as err:
+            log.error("http.bind_failed", listen=str(core.http.listen), error=str(err))
+            if self._runner is not None:
+                await self._runner.cleanup()
+            await self.store.close()
+            raise
         for spec in self.config.components:
             await self._start_component(spec)
         self._sweeper = asyncio.create_task(self._maintain(), name="maintenance")

@@ -249,3 +249,17 @@ def test_generated_token_and_the_stream_command(tmp_path: Path) -> None:
             follow.wait(5)
     finally:
         proc.stop()
+
+
+def test_a_taken_port_is_a_clear_start_failure(daemon_process: Callable[..., Any]) -> None:
+    import socket as sockets
+
+    with sockets.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        proc = daemon_process(port=port)
+        with pytest.raises(AssertionError, match="daemon exited with 1"):
+            proc.start(timeout=10)
+        assert "cannot start" in proc.logs() and "address already in use" in proc.logs().lower()
+        assert "http.bind_failed" in proc.logs()
