@@ -14,17 +14,22 @@ import shutil
 import statistics
 import tempfile
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import orjson
-
 from bench.baseline_app import start_baseline
-from bench.daemon import start_daemon
+from bench.daemon import (
+    commit_delta,
+    commit_stats,
+    commit_summary,
+    ending_warnings,
+    read_log,
+    start_daemon,
+)
 from bench.fsync_rate import run_pinned as fsync_rate
-from bench.load import LoadResult, run_wrk
-from bench.procs import DAEMON_CORE, LOAD_CORE, cpu_seconds, free_port, pinning_available
-from bench.report import Figure, Outcome
+from bench.load import LoadResult, non_2xx_codes, run_wrk
+from bench.procs import Cores, cpu_seconds, free_port
+from bench.report import Figure, Outcome, overridden
 
 TITLE = "api — POST /v1/messages full ingest"
 NO_TOKEN = "none"  # the baseline checks no token; wrk still sends the header
@@ -45,12 +50,6 @@ class Plan:
 
 QUICK = Plan(pairs=1, seconds=3, connections=10, warmup_seconds=0, fsync_seconds=1.0)
 FULL = Plan(pairs=5, seconds=10, connections=50, warmup_seconds=2, fsync_seconds=2.0)
-
-
-@dataclass(frozen=True)
-class Cores:
-    server: int | None
-    load: int | None
 
 
 @dataclass
@@ -117,53 +116,6 @@ class BaselineRun:
 def _tempdir(kind: str) -> Path:
     # The default temp dir (/tmp): its filesystem is the one machine.facts records.
     return Path(tempfile.mkdtemp(prefix=f"helpline-bench-{kind}-"))
-
-
-def commit_stats(metrics: str) -> dict[str, float]:
-    """Commit count, writes and seconds from the daemon's Prometheus text."""
-    wanted = {
-        "helpline_commit_batch_size_count": "commits",
-        "helpline_commit_batch_size_sum": "writes",
-        "helpline_commit_seconds_sum": "commit_seconds",
-    }
-    found: dict[str, float] = {}
-    for line in metrics.splitlines():
-        name, _, value = line.partition(" ")
-        if name in wanted:
-            found[wanted[name]] = float(value)
-    return found
-
-
-def commit_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    """Group-commit figures for the measured run alone (warm-up subtracted)."""
-    out = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("commits", "writes")}
-    out["commit_seconds"] = round(
-        after.get("commit_seconds", 0.0) - before.get("commit_seconds", 0.0), 4
-    )
-    commits = out["commits"]
-    out["mean_batch"] = round(out["writes"] / commits, 2) if commits else 0.0
-    out["mean_commit_ms"] = round(out["commit_seconds"] / commits * 1000, 3) if commits else 0.0
-    return out
-
-
-def read_log(path: Path, limit: int = 5) -> tuple[dict[str, int], list[str]]:
-    """Daemon log lines per level, and the first warnings or errors (worth reading)."""
-    counts: dict[str, int] = {}
-    notable: list[str] = []
-    try:
-        lines = path.read_bytes().splitlines()
-    except OSError:
-        return counts, notable
-    for raw in lines:
-        try:
-            entry = orjson.loads(raw)
-            level = str(entry.get("level", "?")) if isinstance(entry, dict) else "?"
-        except orjson.JSONDecodeError:
-            level = "unparsed"
-        counts[level] = counts.get(level, 0) + 1
-        if level in ("warning", "error", "critical", "unparsed") and len(notable) < limit:
-            notable.append(raw.decode("utf-8", errors="replace")[:400])
-    return counts, notable
 
 
 def _wrk(url: str, *, token: str, tag: str, seconds: int, plan: Plan, cores: Cores) -> LoadResult:
@@ -309,15 +261,6 @@ def figures(products: list[ProductRun], baselines: list[BaselineRun]) -> list[Fi
     ]
 
 
-def _status_codes(runs: list[LoadResult]) -> dict[int, int]:
-    codes: dict[int, int] = {}
-    for run in runs:
-        for code, n in run.statuses.items():
-            if not 200 <= code < 300:
-                codes[code] = codes.get(code, 0) + n
-    return codes
-
-
 def checks(
     products: list[ProductRun], baselines: list[BaselineRun]
 ) -> tuple[list[str], list[str], list[str]]:
@@ -326,7 +269,7 @@ def checks(
     b = [r.load for r in baselines]
     problems: list[str] = []
     warnings: list[str] = []
-    p_codes, b_codes = _status_codes(p), _status_codes(b)
+    p_codes, b_codes = non_2xx_codes(p), non_2xx_codes(b)
     p_non2xx, b_non2xx = sum(p_codes.values()), sum(b_codes.values())
     p_503 = p_codes.get(503, 0)
     sock = sum(x.socket_errors for x in p + b)
@@ -352,12 +295,9 @@ def checks(
             problems.append(
                 f"pair {i}: stream head offset {run.head_offset} < {run.created} answered 201"
             )
-        if run.exit_code != 0 or run.stopped_by != "SIGTERM":
-            warnings.append(
-                f"pair {i}: the daemon ended with status {run.exit_code} "
-                f"({run.stopped_by}) after SIGTERM"
-            )
-        warnings.extend(f"pair {i}: daemon log: {line}" for line in run.log_warnings)
+        warnings.extend(
+            ending_warnings(f"pair {i}", run.exit_code, run.stopped_by, run.log_warnings)
+        )
     lines.append(
         "durability, stream head offset after the run ≥ messages answered 201 (warm-up "
         "included; a new contact's message also opens a conversation, ~2 events each): "
@@ -378,8 +318,7 @@ def checks(
     lines.append(
         "group commit in the measured runs: "
         + "; ".join(
-            f"{r.commits.get('mean_batch', 0):g} writes/commit, "
-            f"{r.commits.get('mean_commit_ms', 0):g} ms/commit"
+            commit_summary(r.commits.get("mean_batch", 0), r.commits.get("mean_commit_ms", 0))
             for r in products
         )
     )
@@ -395,14 +334,10 @@ def run(
     progress: Callable[[str], None] = print,
 ) -> Outcome:
     """All pairs, product then baseline (A B A B ...), and what they add up to."""
-    plan = QUICK if quick else FULL
-    plan = replace(
-        plan,
-        pairs=pairs or plan.pairs,
-        seconds=seconds or plan.seconds,
-        connections=connections or plan.connections,
+    plan = overridden(
+        QUICK if quick else FULL, pairs=pairs, seconds=seconds, connections=connections
     )
-    cores = Cores(DAEMON_CORE, LOAD_CORE) if pinning_available() else Cores(None, None)
+    cores = Cores.pick()
     products: list[ProductRun] = []
     baselines: list[BaselineRun] = []
     for pair in range(1, plan.pairs + 1):
@@ -422,8 +357,7 @@ def run(
             f"p99 {baseline.load.latency_ms['p99']:.2f} ms, non-2xx {baseline.load.non_2xx}"
         )
     lines, problems, warnings = checks(products, baselines)
-    if cores.server is None:
-        warnings.append("cores 0 and 1 were not both available: nothing was pinned")
+    warnings.extend(cores.warnings())
     settings = (
         f"{plan.pairs} interleaved product/baseline pair{'s' if plan.pairs != 1 else ''} of "
         f"{plan.seconds} s runs (each after a {plan.warmup_seconds} s warm-up), "

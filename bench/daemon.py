@@ -60,10 +60,22 @@ class RunningDaemon:
         return body.decode("utf-8", errors="replace")
 
 
-def start_daemon(work_dir: Path, port: int, core: int | None = DAEMON_CORE) -> RunningDaemon:
-    """Write the config, start `helpline run` pinned to `core`, return once /readyz is 200."""
-    state_dir = work_dir / "state"
-    state_dir.mkdir()
+def start_daemon(
+    work_dir: Path,
+    port: int,
+    core: int | None = DAEMON_CORE,
+    *,
+    state_dir: Path | None = None,
+    deadline: float = 30.0,
+) -> RunningDaemon:
+    """Write the config, start `helpline run` pinned to `core`, return once /readyz is 200.
+
+    The state dir is a fresh `work_dir/state` unless `state_dir` names one that
+    already holds a store; `deadline` is how many seconds the daemon has to get ready.
+    """
+    if state_dir is None:
+        state_dir = work_dir / "state"
+        state_dir.mkdir()
     token = secrets.token_urlsafe(24)
     config_path = work_dir / "helpline.toml"
     config_path.write_text(config_text(port, token), encoding="utf-8")
@@ -80,8 +92,73 @@ def start_daemon(work_dir: Path, port: int, core: int | None = DAEMON_CORE) -> R
     child = spawn("helpline daemon", pinned(cmd, core), work_dir / "daemon.log")
     base_url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(child, f"{base_url}/readyz")
+        wait_ready(child, f"{base_url}/readyz", deadline=deadline)
     except BaseException:
         child.stop()
         raise
     return RunningDaemon(child, base_url, token, config_path, state_dir)
+
+
+def commit_stats(metrics: str) -> dict[str, float]:
+    """Commit count, writes and seconds from the daemon's Prometheus text."""
+    wanted = {
+        "helpline_commit_batch_size_count": "commits",
+        "helpline_commit_batch_size_sum": "writes",
+        "helpline_commit_seconds_sum": "commit_seconds",
+    }
+    found: dict[str, float] = {}
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name in wanted:
+            found[wanted[name]] = float(value)
+    return found
+
+
+def commit_delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
+    """Group-commit figures for the measured run alone (warm-up subtracted)."""
+    out = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in ("commits", "writes")}
+    out["commit_seconds"] = round(
+        after.get("commit_seconds", 0.0) - before.get("commit_seconds", 0.0), 4
+    )
+    commits = out["commits"]
+    out["mean_batch"] = round(out["writes"] / commits, 2) if commits else 0.0
+    out["mean_commit_ms"] = round(out["commit_seconds"] / commits * 1000, 3) if commits else 0.0
+    return out
+
+
+def read_log(path: Path, limit: int = 5) -> tuple[dict[str, int], list[str]]:
+    """Daemon log lines per level, and the first warnings or errors (worth reading)."""
+    counts: dict[str, int] = {}
+    notable: list[str] = []
+    try:
+        lines = path.read_bytes().splitlines()
+    except OSError:
+        return counts, notable
+    for raw in lines:
+        try:
+            entry = orjson.loads(raw)
+            level = str(entry.get("level", "?")) if isinstance(entry, dict) else "?"
+        except orjson.JSONDecodeError:
+            level = "unparsed"
+        counts[level] = counts.get(level, 0) + 1
+        if level in ("warning", "error", "critical", "unparsed") and len(notable) < limit:
+            notable.append(raw.decode("utf-8", errors="replace")[:400])
+    return counts, notable
+
+
+def commit_summary(mean_batch: float, mean_commit_ms: float) -> str:
+    """Group-commit figures as the check lines show them."""
+    return f"{mean_batch:g} writes/commit, {mean_commit_ms:g} ms/commit"
+
+
+def ending_warnings(
+    name: str, exit_code: int | None, stopped_by: str, log_warnings: list[str]
+) -> list[str]:
+    """Warnings about how a stopped daemon ended and what its log says (`name`: which run)."""
+    warnings: list[str] = []
+    if exit_code != 0 or stopped_by != "SIGTERM":
+        warnings.append(
+            f"{name}: the daemon ended with status {exit_code} ({stopped_by}) after SIGTERM"
+        )
+    warnings.extend(f"{name}: daemon log: {line}" for line in log_warnings)
+    return warnings

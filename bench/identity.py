@@ -23,317 +23,31 @@ cost(N) ÷ cost(smallest N).
 
 from __future__ import annotations
 
-import os
-import resource
-import secrets
-import shutil
-import sqlite3
 import statistics
-import subprocess
-import tempfile
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict
 from typing import TypeVar
 
 from bench import identity_db
-from bench.api import commit_delta, commit_stats, read_log
-from bench.daemon import TOKEN_NAME, RunningDaemon, config_text, helpline_executable
-from bench.load import LoadResult, ensure_wrk, parse_output, to_result
-from bench.machine import load_average
-from bench.procs import (
-    DAEMON_CORE,
-    LOAD_CORE,
-    BenchError,
-    free_port,
-    pinned,
-    pinning_available,
-    spawn,
-    wait_ready,
+from bench.daemon import commit_summary, ending_warnings
+from bench.identity_windows import (
+    EVENTS_PER_MESSAGE,
+    FULL,
+    MIXES,
+    QUICK,
+    Plan,
+    Window,
+    power,
+    run_window,
 )
-from bench.report import Figure, Outcome
+from bench.load import non_2xx_codes
+from bench.procs import Cores
+from bench.report import Figure, Outcome, overridden
 
 T = TypeVar("T")
 
 TITLE = "identity — ingest cost per message against stored contacts"
-SCRIPT = Path(__file__).resolve().with_name("identity.lua")
-WRK_TIMEOUT = "10s"
-MIXES = ("mixed", "new", "existing")
-# Events a 2xx adds, by mix: a new sender's message also opens a conversation.
-EVENTS_PER_MESSAGE = {"mixed": 1.5, "new": 2.0, "existing": 1.0}
 FLOOR, GOAL = 1.3, 1.1
-
-if TOKEN_NAME != identity_db.TOKEN_NAME:  # the stored idempotency rows are scoped to it
-    raise RuntimeError("bench.daemon.TOKEN_NAME and bench.identity_db.TOKEN_NAME differ")
-
-
-@dataclass(frozen=True)
-class Plan:
-    rounds: int
-    seconds: int
-    connections: int
-    warmup_seconds: int
-    sizes: tuple[int, ...]
-    threads: int = 1
-
-
-QUICK = Plan(rounds=1, seconds=3, connections=10, warmup_seconds=1, sizes=(10**3, 10**4))
-FULL = Plan(rounds=3, seconds=10, connections=50, warmup_seconds=2, sizes=(10**4, 10**5, 10**6))
-
-
-@dataclass
-class Window:
-    """One measured window: a fresh copy of the N-contact store, one daemon, one mix."""
-
-    n: int
-    mix: str
-    round: int
-    load: LoadResult
-    warmup: LoadResult | None
-    cpu_seconds: float
-    system_seconds: float  # the kernel's part of cpu_seconds (page reads, fsync, sockets)
-    head_before: int
-    head_after: int
-    contacts_after: int
-    conversations_after: int
-    commits: dict[str, float]
-    copy_seconds: float
-    start_seconds: float
-    loadavg: list[float]
-    exit_code: int | None
-    stopped_by: str
-    log_levels: dict[str, int] = field(default_factory=dict)
-    log_warnings: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> int:
-        return sum(c for code, c in self.load.statuses.items() if 200 <= code < 300)
-
-    @property
-    def created(self) -> int:
-        """Messages answered 201, warm-up included: each one appended events."""
-        return self.load.count(201) + (self.warmup.count(201) if self.warmup else 0)
-
-    @property
-    def cost_us(self) -> float:
-        return self.cpu_seconds / self.ok * 1e6 if self.ok else float("inf")
-
-    @property
-    def events_per_message(self) -> float:
-        return (self.head_after - self.head_before) / self.created if self.created else 0.0
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "stored_contacts": self.n,
-            "mix": self.mix,
-            "round": self.round,
-            "cost_us_per_message": round(self.cost_us, 1),
-            "daemon_cpu_seconds": round(self.cpu_seconds, 3),
-            "daemon_system_seconds": round(self.system_seconds, 3),
-            "answered_2xx": self.ok,
-            "daemon_cpu_share": round(self.cpu_seconds / self.load.seconds, 3)
-            if self.load.seconds
-            else 0.0,
-            "load": self.load.as_json(),
-            "warmup": self.warmup.as_json() if self.warmup else None,
-            "head_offset_before": self.head_before,
-            "head_offset_after": self.head_after,
-            "answered_201_total": self.created,
-            "events_per_message": round(self.events_per_message, 3),
-            "contacts_after": self.contacts_after,
-            "conversations_after": self.conversations_after,
-            "commits_during_measured_run": self.commits,
-            "copy_seconds": round(self.copy_seconds, 2),
-            "daemon_start_seconds": round(self.start_seconds, 2),
-            "loadavg_before": self.loadavg,
-            "exit_code": self.exit_code,
-            "stopped_by": self.stopped_by,
-            "log_levels": self.log_levels,
-            "log_warnings": self.log_warnings,
-        }
-
-
-def power(n: int) -> str:
-    """10^4 for 10000; the plain number for anything else."""
-    exp = len(str(n)) - 1
-    return f"10^{exp}" if n == 10**exp else f"{n:,}"
-
-
-def run_wrk(
-    url: str,
-    *,
-    token: str,
-    tag: str,
-    mix: str,
-    stored: int,
-    seconds: int,
-    plan: Plan,
-    core: int | None,
-) -> LoadResult:
-    """One wrk run with bench/identity.lua, pinned to `core` (as bench.load.run_wrk)."""
-    cmd = pinned(
-        [
-            ensure_wrk(),
-            "-t",
-            str(plan.threads),
-            "-c",
-            str(plan.connections),
-            "-d",
-            f"{seconds}s",
-            "--timeout",
-            WRK_TIMEOUT,
-            "-s",
-            str(SCRIPT),
-            url,
-            "--",
-            token,
-            tag,
-            mix,
-            str(stored),
-        ],
-        core,
-    )
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    try:
-        done = subprocess.run(
-            cmd, capture_output=True, text=True, timeout=seconds + 60, check=False
-        )
-    except subprocess.TimeoutExpired as err:
-        raise BenchError(f"wrk did not finish within {seconds + 60} s") from err
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if done.returncode != 0:
-        raise BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}\n{done.stderr}")
-    shown = [part if part != token else "TOKEN" for part in cmd]
-    return to_result(parse_output(done.stdout), cpu, shown)
-
-
-def start_daemon_on(work: Path, state_dir: Path, core: int | None) -> RunningDaemon:
-    """bench.daemon.start_daemon, but on a state dir that already holds a store."""
-    port = free_port()
-    token = secrets.token_urlsafe(24)
-    config_path = work / "helpline.toml"
-    config_path.write_text(config_text(port, token), encoding="utf-8")
-    cmd = [
-        str(helpline_executable()),
-        "run",
-        "--config",
-        str(config_path),
-        "--state-dir",
-        str(state_dir),
-        "--log-format",
-        "json",
-    ]
-    child = spawn("helpline daemon", pinned(cmd, core), work / "daemon.log")
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(child, f"{base_url}/readyz", deadline=120.0)
-    except BaseException:
-        child.stop()
-        raise
-    return RunningDaemon(child, base_url, token, config_path, state_dir)
-
-
-def cpu_split(pid: int) -> tuple[float, float]:
-    """(user, system) CPU seconds of a live process, from /proc (as bench.procs.cpu_seconds)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
-        fields = fh.read().rsplit(")", 1)[1].split()
-    ticks = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / ticks, int(fields[12]) / ticks
-
-
-def head_offset(daemon: RunningDaemon) -> int:
-    store = daemon.readyz().get("store")
-    return int(store.get("head_offset", 0)) if isinstance(store, dict) else 0
-
-
-def store_counts(db: Path) -> tuple[int, int]:
-    """Contacts and conversations in a stopped daemon's store (did existing senders hit?)."""
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        contacts = int(conn.execute("SELECT count(*) FROM contacts").fetchone()[0])
-        conversations = int(conn.execute("SELECT max(number) FROM conversations").fetchone()[0])
-    finally:
-        conn.close()
-    return contacts, conversations
-
-
-def run_window(
-    prepared: identity_db.Prepared,
-    mix: str,
-    rnd: int,
-    plan: Plan,
-    cores: tuple[int | None, int | None],
-) -> Window:
-    """Copy the store, start the daemon on it, warm up, measure one window, stop, count."""
-    server_core, load_core = cores
-    work = Path(tempfile.mkdtemp(prefix="helpline-bench-identity-"))
-    try:
-        state_dir = work / "state"
-        copy_seconds = identity_db.copy_to(prepared, state_dir)
-        loadavg = load_average()
-        started = time.monotonic()
-        daemon = start_daemon_on(work, state_dir, server_core)
-        start_seconds = time.monotonic() - started
-        url = f"{daemon.base_url}/v1/messages"
-        tag = f"{power(prepared.n).replace('^', '')}{mix[0]}{rnd}x{secrets.token_hex(3)}"
-        warm: LoadResult | None = None
-        try:
-            head_before = head_offset(daemon)
-            if plan.warmup_seconds:
-                warm = run_wrk(
-                    url,
-                    token=daemon.token,
-                    tag=f"w{tag}",
-                    mix=mix,
-                    stored=prepared.n,
-                    seconds=plan.warmup_seconds,
-                    plan=plan,
-                    core=load_core,
-                )
-            before = commit_stats(daemon.metrics_text())
-            user_before, sys_before = cpu_split(daemon.child.pid)
-            load = run_wrk(
-                url,
-                token=daemon.token,
-                tag=f"m{tag}",
-                mix=mix,
-                stored=prepared.n,
-                seconds=plan.seconds,
-                plan=plan,
-                core=load_core,
-            )
-            user_after, sys_after = cpu_split(daemon.child.pid)
-            commits = commit_delta(commit_stats(daemon.metrics_text()), before)
-            head_after = head_offset(daemon)
-        finally:
-            daemon.child.stop()
-        levels, notable = read_log(daemon.child.log_path)
-        contacts, conversations = store_counts(state_dir / identity_db.DB_NAME)
-        return Window(
-            n=prepared.n,
-            mix=mix,
-            round=rnd,
-            load=load,
-            warmup=warm,
-            cpu_seconds=(user_after - user_before) + (sys_after - sys_before),
-            system_seconds=sys_after - sys_before,
-            head_before=head_before,
-            head_after=head_after,
-            contacts_after=contacts,
-            conversations_after=conversations,
-            commits=commits,
-            copy_seconds=copy_seconds,
-            start_seconds=start_seconds,
-            loadavg=loadavg,
-            exit_code=daemon.child.exit_code,
-            stopped_by=daemon.child.stopped_by,
-            log_levels=levels,
-            log_warnings=notable,
-        )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 def rotated(items: Sequence[T], by: int) -> list[T]:
@@ -411,21 +125,12 @@ def per_size_table(windows: Sequence[Window], plan: Plan) -> str:
     return "\n".join(lines)
 
 
-def _codes(loads: Sequence[LoadResult]) -> dict[int, int]:
-    codes: dict[int, int] = {}
-    for run in loads:
-        for code, n in run.statuses.items():
-            if not 200 <= code < 300:
-                codes[code] = codes.get(code, 0) + n
-    return codes
-
-
 def checks(windows: Sequence[Window]) -> tuple[list[str], list[str], list[str]]:
     """Correctness of the run itself: (check lines, problems that void it, warnings)."""
     problems: list[str] = []
     warnings: list[str] = []
     loads = [w.load for w in windows] + [w.warmup for w in windows if w.warmup]
-    codes = _codes(loads)
+    codes = non_2xx_codes(loads)
     non2xx = sum(codes.values())
     sock = sum(x.socket_errors for x in loads)
     dup = sum(x.count(200) for x in loads)
@@ -465,11 +170,7 @@ def checks(windows: Sequence[Window]) -> tuple[list[str], list[str], list[str]]:
                 warnings.append(
                     f"{name}: new contacts per message answered 201 was {share:.3f}, not {want}"
                 )
-        if w.exit_code != 0 or w.stopped_by != "SIGTERM":
-            warnings.append(
-                f"{name}: the daemon ended with status {w.exit_code} ({w.stopped_by}) after SIGTERM"
-            )
-        warnings.extend(f"{name}: daemon log: {line}" for line in w.log_warnings)
+        warnings.extend(ending_warnings(name, w.exit_code, w.stopped_by, w.log_warnings))
     lines.append(
         "durability: in every window the stream grew by at least one event per message "
         "answered 201 (warm-up included)"
@@ -493,8 +194,10 @@ def checks(windows: Sequence[Window]) -> tuple[list[str], list[str], list[str]]:
     )
     lines.append(
         "group commit in the measured windows (median): "
-        f"{_med([w.commits.get('mean_batch', 0.0) for w in windows]):g} writes/commit, "
-        f"{_med([w.commits.get('mean_commit_ms', 0.0) for w in windows]):g} ms/commit"
+        + commit_summary(
+            _med([w.commits.get("mean_batch", 0.0) for w in windows]),
+            _med([w.commits.get("mean_commit_ms", 0.0) for w in windows]),
+        )
     )
     return lines, problems, warnings
 
@@ -508,16 +211,10 @@ def run(
     progress: Callable[[str], None] = print,
 ) -> Outcome:
     """Build or reuse the stores, then rounds of every (N, mix) window in rotating order."""
-    plan = QUICK if quick else FULL
-    plan = replace(
-        plan,
-        rounds=pairs or plan.rounds,
-        seconds=seconds or plan.seconds,
-        connections=connections or plan.connections,
+    plan = overridden(
+        QUICK if quick else FULL, rounds=pairs, seconds=seconds, connections=connections
     )
-    cores: tuple[int | None, int | None] = (
-        (DAEMON_CORE, LOAD_CORE) if pinning_available() else (None, None)
-    )
+    cores = Cores.pick()
     prepared = {n: identity_db.prepare(n, progress) for n in plan.sizes}
     for p in prepared.values():
         how = "reused" if p.reused else f"built in {p.build_seconds:.1f} s"
@@ -534,8 +231,7 @@ def run(
                 f"non-2xx {w.load.non_2xx}, copy {w.copy_seconds:.1f} s"
             )
     lines, problems, warnings = checks(windows)
-    if cores[0] is None:
-        warnings.append("cores 0 and 1 were not both available: nothing was pinned")
+    warnings.extend(cores.warnings())
     figs = figures(windows, plan)
     table = per_size_table(windows, plan)
     sizes = ", ".join(power(n) for n in plan.sizes)
@@ -545,7 +241,7 @@ def run(
         f"only) once, in an order rotating between rounds, each window on a fresh copy of "
         f"the pre-populated store with a fresh daemon: {plan.warmup_seconds} s warm-up, "
         f"{plan.seconds} s measured, {plan.connections} keep-alive connections, wrk with "
-        f"{plan.threads} thread; daemon on core {cores[0]}, wrk on core {cores[1]}; store on "
+        f"{plan.threads} thread; daemon on core {cores.server}, wrk on core {cores.load}; store on "
         "its default durability; distinct Idempotency-Key in every request. Cost per "
         "message = daemon CPU seconds (utime+stime, all threads) in the measured window ÷ "
         "messages answered 2xx in it; a figure is the median across rounds of the per-round "
@@ -553,7 +249,7 @@ def run(
     )
     data: dict[str, object] = {
         "plan": asdict(plan),
-        "cores": {"server": cores[0], "load": cores[1]},
+        "cores": asdict(cores),
         "stores": [p.as_json() for p in prepared.values()],
         "windows": [w.as_json() for w in windows],
         "figures": [f.as_json() for f in figs],

@@ -13,6 +13,7 @@ import os
 import resource
 import shutil
 import subprocess
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,12 +134,16 @@ def run_wrk(
     connections: int,
     threads: int = 1,
     core: int | None = LOAD_CORE,
+    script: Path = SCRIPT,
+    script_args: Sequence[str] = (),
 ) -> LoadResult:
-    """One wrk run against `url` (POST /v1/messages bodies), pinned to `core`."""
-    binary = ensure_wrk()
+    """One wrk run against `url` with `script` (by default messages.lua), pinned to `core`.
+
+    The script gets the token, the tag and then `script_args` after wrk's `--`.
+    """
     cmd = pinned(
         [
-            binary,
+            ensure_wrk(),
             "-t",
             str(threads),
             "-c",
@@ -148,14 +153,20 @@ def run_wrk(
             "--timeout",
             WRK_TIMEOUT,
             "-s",
-            str(SCRIPT),
+            str(script),
             url,
             "--",
             token,
             tag,
+            *script_args,
         ],
         core,
     )
+    return run_command(cmd, token=token, seconds=seconds)
+
+
+def run_command(cmd: list[str], *, token: str, seconds: int) -> LoadResult:
+    """Run a prepared wrk command line of a `seconds` run, measure its CPU, parse its result."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         done = subprocess.run(
@@ -169,3 +180,13 @@ def run_wrk(
         raise BenchError(f"wrk exited with {done.returncode}:\n{done.stdout}\n{done.stderr}")
     shown = [part if part != token else "TOKEN" for part in cmd]
     return to_result(parse_output(done.stdout), cpu, shown)
+
+
+def non_2xx_codes(runs: Iterable[LoadResult]) -> dict[int, int]:
+    """How many answers of each non-2xx status the runs got, added up."""
+    codes: dict[int, int] = {}
+    for run in runs:
+        for code, n in run.statuses.items():
+            if not 200 <= code < 300:
+                codes[code] = codes.get(code, 0) + n
+    return codes

@@ -39,6 +39,24 @@ def pinning_available() -> bool:
     return {DAEMON_CORE, LOAD_CORE} <= allowed
 
 
+@dataclass(frozen=True)
+class Cores:
+    """The cores of the server and of the load generator (None: nothing pinned)."""
+
+    server: int | None
+    load: int | None
+
+    @classmethod
+    def pick(cls) -> Cores:
+        """Cores 0 and 1 when both are ours; otherwise nothing is pinned."""
+        return cls(DAEMON_CORE, LOAD_CORE) if pinning_available() else cls(None, None)
+
+    def warnings(self) -> list[str]:
+        if self.server is None:
+            return ["cores 0 and 1 were not both available: nothing was pinned"]
+        return []
+
+
 def pinned(cmd: Sequence[str], core: int | None) -> list[str]:
     """`cmd` run under `taskset -c CORE`; unchanged when core is None (no pinning possible)."""
     if core is None:

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import orjson
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
+
+    P = TypeVar("P", bound=DataclassInstance)
 
 BENCH_DIR = Path(__file__).resolve().parent
 OUT_DIR = BENCH_DIR / "out"
@@ -24,6 +30,11 @@ same machine, over interleaved product/baseline pairs; the median of the per-pai
 ratios is the figure, min-max shows the spread. Absolute values are medians too
 and only a sanity check. Raw per-run numbers go to bench/out/ (not committed).
 """
+
+
+def overridden(plan: P, **values: int | None) -> P:
+    """`plan` with the values given on the command line; None (not given) keeps the plan's."""
+    return replace(plan, **{name: value for name, value in values.items() if value})
 
 
 @dataclass(frozen=True)
