@@ -41,6 +41,12 @@ class Evidence:
 UNVERIFIED = Evidence(False, "unverified")
 
 
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    contact_id: str
+    created: bool  # made by this message: it has no history to look up
+
+
 def _handle_data(handles: list[Handle]) -> list[HandleData]:
     return [HandleData(kind=kind, value=value) for kind, value in handles]
 
@@ -66,7 +72,7 @@ async def resolve_contact(
     evidence: Evidence,
     cause_event: str,
     source: str,
-) -> str:
+) -> Resolution:
     """The contact a message belongs to: created, linked or merged as its evidence allows."""
     ordered = handles.ordered()
     known = await tx.contacts_for_handles(ordered)
@@ -74,6 +80,9 @@ async def resolve_contact(
     if not owners:
         owner = new_contact_id()
         await tx.create_contact(owner, name, now)
+        for handle in ordered:
+            await tx.add_handle(owner, handle, now, cause_event, evidence.verified)
+        return Resolution(owner, created=True)
     elif len(owners) == 1 or not evidence.verified:
         owner = owners[0]
     else:
@@ -84,7 +93,7 @@ async def resolve_contact(
             await tx.add_handle(owner, handle, now, cause_event, evidence.verified)
     others = [c for c in owners if c != owner]
     if not others:
-        return owner
+        return Resolution(owner, created=False)
     if evidence.verified:
         for other in others:
             await tx.merge_contact(other, owner, cause_event, evidence.kind, now)
@@ -96,7 +105,7 @@ async def resolve_contact(
             handles=_handle_data(await tx.group_handles(owner)),
         )
         await tx.append(contact_event(EventType.CONTACT_MERGED, owner, data, source, now))
-        return owner
+        return Resolution(owner, created=False)
     fresh = [c for c in others if await tx.first_suggestion(owner, c, cause_event, now)]
     if fresh:
         data = LinkSuggested(
@@ -106,7 +115,7 @@ async def resolve_contact(
             reason="an unverified message names handles of contacts that both have history",
         )
         await tx.append(contact_event(EventType.CONTACT_LINK_SUGGESTED, owner, data, source, now))
-    return owner
+    return Resolution(owner, created=False)
 
 
 async def split_contact(

@@ -77,13 +77,14 @@ async def assign(
     reopen_window: float,
     max_reference_age: float,
     source: str,
+    new_contact: bool = False,
 ) -> ConversationRow:
     """The conversation a new inbound message belongs to, opened or reopened as needed."""
     row = await tx.conversation_by_thread(thread.kind, thread.ref) if thread else None
     if row is not None and now - row.last_activity_at > max_reference_age:
         row = None
     latest = None
-    if row is None:
+    if row is None and not new_contact:  # a contact made by this message has no past
         latest = await tx.latest_conversation(contact_id)
         if latest is not None and now - latest.last_activity_at <= reopen_window:
             row = latest

@@ -114,7 +114,7 @@ class Ingestor:
         if answer is not None:
             return Ack.replayed(answer)
         message_id = event_id()
-        contact = await resolve_contact(
+        resolved = await resolve_contact(
             tx,
             item.handles,
             item.name,
@@ -123,6 +123,7 @@ class Ingestor:
             cause_event=message_id,
             source=item.source,
         )
+        contact = resolved.contact_id
         conversation = await assign(
             tx,
             contact_id=contact,
@@ -132,6 +133,7 @@ class Ingestor:
             reopen_window=self.config.conversations.reopen_window,
             max_reference_age=self.config.conversations.max_reference_age,
             source=item.source,
+            new_contact=resolved.created,
         )
         duplicate_of = await flag(
             tx,
@@ -142,6 +144,7 @@ class Ingestor:
             now=now,
             config=self.config.near_duplicates,
             source=item.source,
+            new_contact=resolved.created,
         )
         accepted = datetime.fromtimestamp(now, UTC)
         event = Event(

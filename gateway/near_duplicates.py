@@ -78,14 +78,18 @@ async def flag(
     now: float,
     config: NearDuplicatesConfig,
     source: str,
+    new_contact: bool = False,
 ) -> str | None:
     """The earlier event this message nearly repeats, if any; remembers its fingerprint."""
     if fp is None:
         return None
     duplicate_of, best = None, config.threshold
-    for earlier, blob in await tx.recent_fingerprints(
-        contact_id, now - config.window, config.max_candidates
-    ):
+    earlier_ones = (
+        []
+        if new_contact  # a contact made by this message has sent nothing before
+        else await tx.recent_fingerprints(contact_id, now - config.window, config.max_candidates)
+    )
+    for earlier, blob in earlier_ones:
         score = similarity(fp, Fingerprint.from_bytes(blob))
         if score > best or (duplicate_of is None and score >= best):  # ties: the newest
             duplicate_of, best = earlier, score
