@@ -1,0 +1,1 @@
+"""The email channel: SMTP/LMTP intake, parsing, (later) IMAP and outbound mail."""

@@ -1,0 +1,259 @@
+"""Mail parsing over the hand-made corpus, the dedup key, and parse_mail never raising."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from connectors.mail.dedup import content_digest, dedup_key, message_id_of, normalize_msgid
+from connectors.mail.parse import AttachmentInfo, ParsedMail, parse_mail
+
+CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "mail"
+CASES = sorted(CORPUS.glob("*.eml"))
+FIELDS = {f.name for f in dataclasses.fields(ParsedMail)}
+
+
+def _strings(mail: ParsedMail) -> list[str]:
+    values: list[Any] = [getattr(mail, name) for name in FIELDS]
+    values += [dataclasses.astuple(a) for a in mail.attachments]
+    out: list[str] = []
+    for value in values:
+        items = value if isinstance(value, list | tuple) else [value]
+        out += [v for v in items if isinstance(v, str)]
+    return out
+
+
+def _readable(mail: ParsedMail) -> None:
+    """Every text field is encodable text: no lone surrogates smuggled from 8-bit bytes."""
+    for value in _strings(mail):
+        value.encode("utf-8")
+
+
+def test_the_corpus_covers_enough_cases() -> None:
+    assert len(CASES) >= 15
+    for eml in CASES:
+        assert eml.with_suffix(".json").is_file(), eml.name
+
+
+@pytest.mark.parametrize("eml", CASES, ids=[p.stem for p in CASES])
+def test_corpus_message(eml: Path) -> None:
+    expected: dict[str, Any] = json.loads(eml.with_suffix(".json").read_text("utf-8"))
+    mail = parse_mail(eml.read_bytes())
+    _readable(mail)
+    for value in _strings(mail):
+        assert "\ufffd" not in value, f"replacement character in {value!r}"
+    assert mail.date is None or mail.date.tzinfo is not None
+    for key, want in expected.items():
+        if key in ("attachments",):
+            assert [dataclasses.asdict(a) for a in mail.attachments] == want
+        elif key == "date":
+            got = mail.date
+            assert (got.isoformat() if got else None) == want
+            assert got is None or datetime.fromisoformat(want) == got
+        elif key in FIELDS:
+            assert getattr(mail, key) == want, key
+        elif key == "text_startswith":
+            assert mail.text.startswith(want), mail.text[:200]
+        elif key == "text_contains":
+            assert all(part in mail.text for part in want), mail.text
+        elif key == "text_excludes":
+            assert not any(part in mail.text for part in want), mail.text
+        elif key == "html_contains":
+            assert mail.html is not None
+            assert all(part in mail.html for part in want), mail.html
+        elif key == "defects_include":
+            for part in want:
+                assert any(part in d for d in mail.defects), (part, mail.defects)
+        elif key == "attachment_types":
+            assert [a.content_type for a in mail.attachments] == want
+        else:
+            pytest.fail(f"unknown expectation {key!r} in {eml.stem}.json")
+
+
+def test_parsed_mail_is_frozen() -> None:
+    mail = parse_mail((CORPUS / "01_plain_ascii.eml").read_bytes())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        mail.subject = "x"  # type: ignore[misc]
+    assert isinstance(AttachmentInfo(None, "a/b", 0, None, False), AttachmentInfo)
+
+
+# -- dedup ------------------------------------------------------------------------------
+
+IMAP_TRACE = (
+    b"Return-Path: <maria.lopez@example.net>\n"
+    b"Delivered-To: support@helpline.test\n"
+    b"X-Original-To: support@helpline.test\n"
+    b"Received: from mail.helpline.test by imap.helpline.test (Dovecot) with LMTP\n"
+    b"\tid 9f2b; Tue, 04 Jun 2024 09:12:45 +0000\n"
+    b"Authentication-Results: imap.helpline.test;\n"
+    b"  dkim=pass header.d=example.net;\n"
+    b"  spf=pass smtp.mailfrom=example.net\n"
+    b"ARC-Seal: i=1; a=rsa-sha256; t=1717492365; cv=none; d=helpline.test; s=arc;\n"
+    b"  b=AbCdEf==\n"
+    b"received-spf: Pass (mailfrom) identity=mailfrom\n"
+    b"X-Spam-Status: No, score=-0.1 required=5.0\n"
+    b"  tests=DKIM_SIGNED,DKIM_VALID\n"
+    b"X-Spam-Flag: NO\n"
+    b"X-Virus-Scanned: clamav at imap.helpline.test\n"
+)
+
+
+def _imap_copy(smtp_raw: bytes) -> bytes:
+    """The copy an IMAP server would return: other trace fields on top, LF endings,
+    its own trailing newlines."""
+    return IMAP_TRACE + smtp_raw.replace(b"\r\n", b"\n") + b"\n\n"
+
+
+@pytest.mark.parametrize("eml", CASES, ids=[p.stem for p in CASES])
+def test_smtp_and_imap_copies_have_one_digest(eml: Path) -> None:
+    smtp_raw = eml.read_bytes()
+    smtp_raw = smtp_raw.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")  # SMTP: CRLF
+    imap_raw = _imap_copy(smtp_raw)
+    assert imap_raw != smtp_raw
+    assert content_digest(imap_raw) == content_digest(smtp_raw)
+    assert message_id_of(imap_raw) == message_id_of(smtp_raw)
+    assert dedup_key(imap_raw, message_id_of(imap_raw)) == dedup_key(
+        smtp_raw, message_id_of(smtp_raw)
+    )
+
+
+def test_the_digest_keeps_what_is_not_trace() -> None:
+    raw = (CORPUS / "01_plain_ascii.eml").read_bytes()
+    other_subject = raw.replace(b"Subject: Order 4471", b"Subject: Order 4472")
+    other_body = raw.replace(b"a kettle", b"a toaster")
+    extra_field = raw.replace(b"MIME-Version", b"X-Mailer: x\r\nMIME-Version")
+    digests = {content_digest(r) for r in (raw, other_subject, other_body, extra_field)}
+    assert len(digests) == 4
+    # A body that starts like a trace field is still body.
+    body_received = raw + b"\r\nReceived: not a header here\r\n"
+    assert content_digest(body_received) != content_digest(raw)
+
+
+def test_the_same_message_id_with_another_body_is_another_key() -> None:
+    raw = (CORPUS / "01_plain_ascii.eml").read_bytes()
+    changed = raw.replace(b"two weeks ago", b"three weeks ago")
+    mid = message_id_of(raw)
+    assert mid == message_id_of(changed) == "CAF3k9q+7x@mail.example.net"
+    key, other = dedup_key(raw, mid), dedup_key(changed, mid)
+    assert key.startswith(f"mid:{mid}:") and other.startswith(f"mid:{mid}:")
+    assert key != other
+
+
+def test_a_mail_without_message_id_gets_a_stable_synthetic_key() -> None:
+    raw = (CORPUS / "16_no_message_id_no_date.eml").read_bytes()
+    assert message_id_of(raw) is None
+    key = dedup_key(raw, None)
+    assert key == f"synthetic:{content_digest(raw)}"
+    assert key == dedup_key(bytes(raw), message_id_of(raw))
+    assert key == dedup_key(_imap_copy(raw.replace(b"\n", b"\r\n")), None)
+    assert dedup_key(raw + b"P.S. one more thing\n", None) != key
+    assert dedup_key(raw, "  <>  ") == key
+
+
+@pytest.mark.parametrize(
+    ("header", "want"),
+    [
+        (b"Message-ID: <Abc.DEF@Example.com>", "Abc.DEF@Example.com"),
+        (b"message-id:   <x@y>   ", "x@y"),
+        (b"Message-Id:\r\n <folded@example.org>", "folded@example.org"),
+        (b"Message-ID: no-brackets@example.org", "no-brackets@example.org"),
+        (b"Message-ID: (comment) <c@d>", "c@d"),
+        (b"Message-ID: <>", None),
+        (b"X-Message-ID: <not-this@x>", None),
+    ],
+)
+def test_message_id_of(header: bytes, want: str | None) -> None:
+    raw = b"From: a@b\r\n" + header + b"\r\nSubject: s\r\n\r\nMessage-ID: <in-body@x>\r\n"
+    assert message_id_of(raw) == want
+    assert message_id_of(raw.replace(b"\r\n", b"\n")) == want
+
+
+def test_normalize_msgid() -> None:
+    assert normalize_msgid("  <Case.Kept@Host>  ") == "Case.Kept@Host"
+    assert normalize_msgid("Case.Kept@Host") == "Case.Kept@Host"
+    assert normalize_msgid("") is None
+    assert normalize_msgid(None) is None
+
+
+def test_message_id_of_cost() -> None:
+    """Runs before the 250 answer: it must be cheap. The figure is printed, not asserted."""
+    raw = (CORPUS / "18_outlook_reply.eml").read_bytes()
+    raw = raw.replace(b"\r\n\r\n", b"\r\n\r\n" + b"A line of body text to pad.\r\n" * 150, 1)
+    raw = raw[:5120]
+    assert len(raw) == 5120
+    rounds = 2000
+    start = time.perf_counter()
+    for _ in range(rounds):
+        message_id_of(raw)
+    per_call = (time.perf_counter() - start) / rounds
+    start = time.perf_counter()
+    for _ in range(200):
+        dedup_key(raw, message_id_of(raw))
+    per_key = (time.perf_counter() - start) / 200
+    print(  # noqa: T201
+        f"\nmessage_id_of on a 5 KB mail: {per_call * 1e6:.1f} us; "
+        f"full dedup_key: {per_key * 1e6:.1f} us"
+    )
+
+
+# -- never raising ----------------------------------------------------------------------
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096))
+def test_parse_mail_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
+    mail = parse_mail(raw)
+    assert isinstance(mail, ParsedMail)
+    _readable(mail)
+    content_digest(raw)
+    message_id_of(raw)
+
+
+MIME_SHARDS = [
+    b"\r\n",
+    b"\n\n",
+    b"--",
+    b"Content-Type: multipart/mixed; boundary=",
+    b"Content-Transfer-Encoding: base64\n",
+    b"=?utf-8?B?",
+    b"?=",
+    b"charset=",
+    b"\xff\xfe",
+    b"\x00",
+    b"=\n",
+    b"<",
+]
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(CASES),
+    st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=20),
+    st.lists(st.tuples(st.floats(0, 1), st.sampled_from(MIME_SHARDS)), max_size=5),
+    st.floats(0, 1),
+)
+def test_parse_mail_never_raises_on_mutated_corpus(
+    eml: Path,
+    flips: list[tuple[float, int]],
+    inserts: list[tuple[float, bytes]],
+    keep: float,
+) -> None:
+    data = bytearray(eml.read_bytes())
+    for where, byte in flips:
+        data[int(where * (len(data) - 1))] = byte
+    for where, shard in inserts:
+        at = int(where * len(data))
+        data[at:at] = shard
+    raw = bytes(data[: max(1, int(keep * len(data) * 1.2))])
+    mail = parse_mail(raw)
+    assert isinstance(mail, ParsedMail)
+    _readable(mail)
+    content_digest(raw)
