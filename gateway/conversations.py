@@ -11,6 +11,7 @@ alone tells a backend when to open, reopen or close a ticket.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -72,17 +73,25 @@ async def assign(
     *,
     contact_id: str,
     channel: str,
-    thread: ThreadRef | None,
+    lookups: Sequence[ThreadRef],
+    registers: Sequence[ThreadRef],
     now: float,
     reopen_window: float,
     max_reference_age: float,
     source: str,
     new_contact: bool = False,
 ) -> ConversationRow:
-    """The conversation a new inbound message belongs to, opened or reopened as needed."""
-    row = await tx.conversation_by_thread(thread.kind, thread.ref) if thread else None
-    if row is not None and now - row.last_activity_at > max_reference_age:
-        row = None
+    """The conversation a new inbound message belongs to, opened or reopened as needed.
+
+    `lookups` are explicit references in order of preference (the first known one wins);
+    `registers` are the references this message makes known (an API thread, a Message-ID).
+    """
+    row = None
+    for ref in lookups:
+        found = await tx.conversation_by_thread(ref.kind, ref.ref)
+        if found is not None and now - found.last_activity_at <= max_reference_age:
+            row = found
+            break
     latest = None
     if row is None and not new_contact:  # a contact made by this message has no past
         latest = await tx.latest_conversation(contact_id)
@@ -94,13 +103,13 @@ async def assign(
             new_conversation_id(), contact_id, channel, now, previous
         )
         await tx.append(_change_event(EventType.CONVERSATION_OPENED, row, source, now))
-        if thread is not None:
-            await tx.put_thread(thread.kind, thread.ref, row.id, now)
+        for ref in registers:
+            await tx.put_thread(ref.kind, ref.ref, row.id, now)
         return row  # created just now: nothing to touch
     if row.status == "resolved":
         await _reopen(tx, row, source, now, reason="customer wrote again")
-    if thread is not None:
-        await tx.put_thread(thread.kind, thread.ref, row.id, now)  # first use of a ref sticks
+    for ref in registers:
+        await tx.put_thread(ref.kind, ref.ref, row.id, now)  # first use of a ref sticks
     row.last_activity_at = now
     if channel not in row.channels:
         row.channels.append(channel)

@@ -23,7 +23,6 @@ from gateway import registry, reload
 from gateway.component import ComponentContext, ComponentState
 from gateway.config import Config, ConfigError, load_config
 from gateway.erasure import expire_content
-from gateway.identity import HandleRules
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -129,7 +128,6 @@ class Daemon:
             config=core,
             readiness=self.readiness,
             proxies=ProxyRules(core.http.trusted_proxies, core.http.public_url),
-            handle_rules=HandleRules.from_config(core.identity),
         )
         if not core.http.tokens:
             log.info(
@@ -230,7 +228,6 @@ class Daemon:
         core = new.core
         self.web.tokens = TokenTable.from_config(core.http, self.state_dir)
         self.web.proxies = ProxyRules(core.http.trusted_proxies, core.http.public_url)
-        self.web.handle_rules = HandleRules.from_config(core.identity)
         self.web.config = core
         self.ingestor.config = core
         self.replies.config = core

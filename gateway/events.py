@@ -68,6 +68,12 @@ class InboundMessage(EventData):
     html: str | None = None
     external_id: str | None = None
     thread: str | None = None
+    message_id: str | None = Field(
+        default=None, description="email: the mail's Message-ID, without angle brackets"
+    )
+    recipients: list[str] = Field(
+        default_factory=list, description="email: the support addresses it was sent to"
+    )
     duplicate_of: str | None = Field(
         default=None,
         description="an earlier event of the same contact with nearly the same text",

@@ -19,12 +19,12 @@ from gateway.contact_graph import UNVERIFIED, Evidence, resolve_contact
 from gateway.conversations import ThreadRef, assign
 from gateway.dedup import IdempotencyKey, recorded_answer, remember
 from gateway.events import Event, EventType, InboundMessage, Sender
-from gateway.identity import Handles
+from gateway.identity import HandleRules, Handles
 from gateway.ids import event_id
 from gateway.metrics import Metrics
 from gateway.near_duplicates import flag, prepare
 from gateway.similarity import Fingerprint
-from gateway.store import Store, Tx
+from gateway.store import RawMail, Store, Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +43,20 @@ class Inbound:
     sent_at: datetime | None = None
     idempotency: IdempotencyKey | None = None
     evidence: Evidence = UNVERIFIED
+    # email: its Message-ID (registered for replies to thread on), the ids it replies to
+    # (In-Reply-To, then References, newest first), its support addresses, its raw record.
+    message_id: str | None = None
+    references: tuple[str, ...] = ()
+    recipients: tuple[str, ...] = ()
+    raw_id: int | None = None
+
+    def thread_lookups(self) -> list[ThreadRef]:
+        found = [self.thread] if self.thread else []
+        return found + [ThreadRef("email", ref) for ref in self.references]
+
+    def thread_registers(self) -> list[ThreadRef]:
+        found = [self.thread] if self.thread else []
+        return found + ([ThreadRef("email", self.message_id)] if self.message_id else [])
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,12 +100,51 @@ class Ingestor:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._store = store
-        self.config = config
+        self.config = config  # also sets self.rules
         self._metrics = metrics
         self._clock = clock
 
+    @property
+    def config(self) -> CoreConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: CoreConfig) -> None:
+        self._config = config
+        self.rules = HandleRules.from_config(config.identity)
+
     def now(self) -> float:
         return self._clock()
+
+    async def accept_raw_mail(
+        self,
+        connector: str,
+        mail_from: str | None,
+        recipients: list[str],
+        raw: bytes,
+        dedup_key: str,
+    ) -> int:
+        """Make a mail durable as it arrived; the caller may answer 250 once this returns."""
+        now = self._clock()
+
+        async def unit(tx: Tx) -> int:
+            return await tx.put_raw_mail(
+                connector, now, mail_from, recipients, dedup_key=dedup_key, raw=raw
+            )
+
+        return await self._store.write(unit)
+
+    async def pending_raw_mail(self, connector: str, limit: int = 500) -> list[RawMail]:
+        """Mail a connector accepted but did not finish normalizing (a crash in between)."""
+        return await self._store.pending_raw_mail(connector, limit)
+
+    async def fail_raw_mail(self, raw_id: int, error: str) -> None:
+        """Park an accepted mail that cannot become an event; it stays for an operator."""
+
+        async def unit(tx: Tx) -> None:
+            await tx.fail_raw_mail(raw_id, error)
+
+        await self._store.write(unit)
 
     async def ingest(self, item: Inbound) -> Ack:
         if not item.handles.ordered():
@@ -112,7 +165,10 @@ class Ingestor:
         window = self.config.ingest.idempotency_window
         answer = await recorded_answer(tx, item.idempotency, window, now)
         if answer is not None:
-            return Ack.replayed(answer)
+            ack = Ack.replayed(answer)
+            if item.raw_id is not None:
+                await tx.finish_raw_mail(item.raw_id, ack.event_id)
+            return ack
         message_id = event_id()
         resolved = await resolve_contact(
             tx,
@@ -128,7 +184,8 @@ class Ingestor:
             tx,
             contact_id=contact,
             channel=item.channel,
-            thread=item.thread,
+            lookups=item.thread_lookups(),
+            registers=item.thread_registers(),
             now=now,
             reopen_window=self.config.conversations.reopen_window,
             max_reference_age=self.config.conversations.max_reference_age,
@@ -171,12 +228,16 @@ class Ingestor:
                 html=item.html,
                 external_id=item.external_id,
                 thread=item.thread.ref if item.thread else None,
+                message_id=item.message_id,
+                recipients=list(item.recipients),
                 duplicate_of=duplicate_of,
                 sent_at=clamp_sent_at(item.sent_at, accepted),
                 accepted_at=accepted,
             ),
         )
         offset = await tx.append(event)
+        if item.raw_id is not None:
+            await tx.finish_raw_mail(item.raw_id, event.id)
         ack = Ack(offset, event.id, conversation.id, contact)
         await remember(tx, item.idempotency, orjson.dumps(ack.as_json()), now)
         return ack

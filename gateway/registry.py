@@ -17,7 +17,10 @@ from gateway.component import ComponentFactory
 Kind = Literal["connector", "backend"]
 
 # Each channel and backend adds its line here as it lands.
-CONNECTOR_TYPES: dict[str, str] = {}
+CONNECTOR_TYPES: dict[str, str] = {
+    "smtp": "connectors.mail.smtp:SmtpConnector",
+    "lmtp": "connectors.mail.smtp:LmtpConnector",
+}
 BACKEND_TYPES: dict[str, str] = {}
 
 

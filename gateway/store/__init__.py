@@ -128,6 +128,19 @@ class ContactRow:
 Handle = tuple[str, str]  # (kind, normalized value): ("email", "ann@example.com")
 
 
+@dataclass(frozen=True, slots=True)
+class RawMail:
+    """A mail as it arrived, durable before its sender was answered."""
+
+    id: int
+    connector: str
+    received_at: float
+    mail_from: str | None
+    recipients: tuple[str, ...]
+    dedup_key: str
+    raw: bytes
+
+
 class Tx(Protocol):
     """The write operations a unit of work may use, inside one grouped transaction."""
 
@@ -197,6 +210,21 @@ class Tx(Protocol):
 
     async def forget_fingerprints(self, before: float) -> int: ...
 
+    async def put_raw_mail(
+        self,
+        connector: str,
+        now: float,
+        mail_from: str | None,
+        recipients: list[str],
+        *,
+        dedup_key: str,
+        raw: bytes,
+    ) -> int: ...
+
+    async def finish_raw_mail(self, raw_id: int, event_id: str) -> None: ...
+
+    async def fail_raw_mail(self, raw_id: int, error: str) -> None: ...
+
     async def conversation_by_thread(self, kind: str, ref: str) -> ConversationRow | None: ...
 
     async def put_thread(self, kind: str, ref: str, conversation_id: str, now: float) -> None: ...
@@ -256,6 +284,8 @@ class Store(Protocol):
     async def contact_by_handle(self, kind: str, value: str) -> str | None: ...
 
     async def get_cursor(self, name: str) -> int | None: ...
+
+    async def pending_raw_mail(self, connector: str, limit: int) -> list[RawMail]: ...
 
     async def expire_idempotency(self, older_than: float) -> int: ...
 

@@ -25,6 +25,7 @@ from gateway.store import (
     ContactRow,
     ConversationRow,
     HandleRecord,
+    RawMail,
     StoreClosed,
     StoreHealth,
     UnitOfWork,
@@ -234,6 +235,17 @@ class SqliteStore:
             (kind, value),
         ).fetchone()
         return str(row[0]) if row else None
+
+    async def pending_raw_mail(self, connector: str, limit: int) -> list[RawMail]:
+        rows = self._reader.execute(
+            "SELECT id, connector, received_at, mail_from, recipients, dedup_key, raw "
+            "FROM raw_mail WHERE connector = ? AND state = 'pending' ORDER BY id LIMIT ?",
+            (connector, limit),
+        ).fetchall()
+        return [
+            RawMail(int(i), str(c), float(at), frm, tuple(str(r).split("\n")), str(k), bytes(b))
+            for i, c, at, frm, r, k, b in rows
+        ]
 
     async def get_cursor(self, name: str) -> int | None:
         row = self._reader.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()

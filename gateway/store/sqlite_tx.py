@@ -248,6 +248,33 @@ class SqliteTx:
         self._conn.execute("DELETE FROM fingerprint_bands WHERE at < ?", (before,))
         return int(self._conn.execute("DELETE FROM fingerprints WHERE at < ?", (before,)).rowcount)
 
+    async def put_raw_mail(
+        self,
+        connector: str,
+        now: float,
+        mail_from: str | None,
+        recipients: list[str],
+        *,
+        dedup_key: str,
+        raw: bytes,
+    ) -> int:
+        cursor = self._conn.execute(
+            "INSERT INTO raw_mail (connector, received_at, mail_from, recipients, dedup_key, raw) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (connector, now, mail_from, "\n".join(recipients), dedup_key, raw),
+        )
+        return int(cursor.lastrowid or 0)
+
+    async def finish_raw_mail(self, raw_id: int, event_id: str) -> None:
+        self._conn.execute(
+            "UPDATE raw_mail SET state = 'done', event_id = ? WHERE id = ?", (event_id, raw_id)
+        )
+
+    async def fail_raw_mail(self, raw_id: int, error: str) -> None:
+        self._conn.execute(
+            "UPDATE raw_mail SET state = 'failed', error = ? WHERE id = ?", (error, raw_id)
+        )
+
     async def get_cursor(self, name: str) -> int | None:
         row = self._conn.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else None

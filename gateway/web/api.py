@@ -108,7 +108,7 @@ def _sanitize(html: str | None) -> str | None:
 
 
 def _handles(ctx: WebContext, body: MessageIn) -> Handles:
-    sender, rules = body.sender, ctx.handle_rules
+    sender, rules = body.sender, ctx.ingestor.rules
     return Handles(
         email=rules.email(sender.email, "from.email") if sender.email else None,
         phone=rules.phone(sender.phone, "from.phone") if sender.phone else None,
@@ -275,7 +275,7 @@ async def find_contact(request: web.Request) -> web.Response:
     raw = request.query.get("handle", "")
     if not raw.strip():
         raise InvalidInput("handle", "give ?handle= an email address, phone number or visitor id")
-    kind, value = ctx.handle_rules.any_handle(raw, "handle")
+    kind, value = ctx.ingestor.rules.any_handle(raw, "handle")
     found = await ctx.store.contact_by_handle(kind, value)
     contact = await ctx.store.get_contact(found) if found else None
     if contact is None:

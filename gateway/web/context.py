@@ -9,7 +9,6 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CoreConfig
-from gateway.identity import HandleRules
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -31,7 +30,6 @@ class WebContext:
     config: CoreConfig  # replaced on reload
     readiness: Callable[[], tuple[bool, dict[str, Any]]]
     proxies: ProxyRules  # replaced on reload
-    handle_rules: HandleRules  # replaced on reload
     shutting_down: bool = False
 
 

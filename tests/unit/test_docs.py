@@ -31,7 +31,6 @@ import gateway
 from gateway import events
 from gateway.config import CoreConfig, parse_config
 from gateway.daemon import Daemon
-from gateway.identity import HandleRules
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -141,7 +140,6 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[t
         config=core,
         readiness=daemon.readiness,
         proxies=ProxyRules([]),
-        handle_rules=HandleRules(),
     )
     app = build_app(ctx, ComponentRoutes())
     async with TestClient(TestServer(app)) as test_client:

@@ -40,3 +40,23 @@ def test_every_core_key_is_in_the_example() -> None:
 
     missing = [".".join(p) for p in keys(CoreConfig) if not documented(p)]
     assert not missing, f"keys missing from {EXAMPLE.name}: {missing}"
+
+
+def test_the_commented_connector_examples_are_valid() -> None:
+    """Uncommented, each documented [connectors.X] example is a valid section of its type."""
+    from gateway.config import parse_config
+
+    blocks: list[list[str]] = []
+    for line in EXAMPLE.read_text().splitlines():
+        if line.startswith("# [connectors."):
+            blocks.append([line[2:]])
+        elif blocks and blocks[-1] and line.startswith("# ") and not line.startswith("# # "):
+            blocks[-1].append(line[2:])
+        elif blocks and not line.startswith("# # "):
+            blocks.append([])  # a blank or other line ends the block
+    examples = [b for b in blocks if b]
+    assert {b[0] for b in examples} == {"[connectors.mail]", "[connectors.desk]"}
+    for block in examples:
+        config = parse_config("\n".join(block) + "\n")
+        (spec,) = config.components
+        assert spec.type in ("smtp", "lmtp")

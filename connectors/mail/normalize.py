@@ -1,0 +1,88 @@
+"""From a stored raw mail to a customer message in the stream.
+
+Runs after the sender has its 250, from the durable record, and again at the
+next start for whatever a crash interrupted. A mail that cannot become an
+event (no usable sender address) is parked as failed with its reason, never
+dropped; a store that cannot take it now is retried with backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import nh3
+import structlog
+
+from connectors.mail.parse import ParsedMail, parse_mail
+from gateway.dedup import IdempotencyKey
+from gateway.errors import InvalidInput
+from gateway.identity import Handles
+from gateway.ingest import Inbound, Ingestor
+from gateway.store import StoreError
+
+log = structlog.get_logger("connectors.mail")
+
+RETRY_START = 0.5
+RETRY_CAP = 30.0
+
+
+def to_inbound(
+    parsed: ParsedMail,
+    ingest: Ingestor,
+    *,
+    source: str,
+    raw_id: int,
+    recipients: list[str],
+    key: str,
+) -> Inbound:
+    if not parsed.from_email:
+        raise InvalidInput("From", "the mail has no sender address")
+    email = ingest.rules.email(parsed.from_email, "From")
+    refs = ([parsed.in_reply_to] if parsed.in_reply_to else []) + parsed.references[::-1]
+    return Inbound(
+        channel="email",
+        source=source,
+        handles=Handles(email=email),
+        name=parsed.from_name,
+        subject=parsed.subject,
+        text=parsed.text,
+        html=nh3.clean(parsed.html) if parsed.html else None,
+        sent_at=parsed.date,
+        # Keyed per channel, not per listener: the same mail by SMTP and by IMAP is one event.
+        idempotency=IdempotencyKey("email", key, key.encode(), f"Message {key!r}"),
+        message_id=parsed.message_id,
+        references=tuple(dict.fromkeys(refs)),
+        recipients=tuple(recipients),
+        raw_id=raw_id,
+    )
+
+
+async def normalize(
+    ingest: Ingestor, raw: bytes, *, source: str, raw_id: int, recipients: list[str], key: str
+) -> None:
+    """Parse and ingest one accepted mail; retried while the store cannot take it."""
+    try:
+        item = to_inbound(
+            parse_mail(raw), ingest, source=source, raw_id=raw_id, recipients=recipients, key=key
+        )
+    except InvalidInput as err:
+        log.warning("mail.unusable", raw_id=raw_id, source=source, error=str(err))
+        await ingest.fail_raw_mail(raw_id, str(err))
+        return
+    delay = RETRY_START
+    while True:
+        try:
+            ack = await ingest.ingest(item)
+        except StoreError as err:
+            log.warning("mail.normalize_deferred", raw_id=raw_id, error=str(err), retry_in=delay)
+            await asyncio.sleep(delay)
+            delay = min(RETRY_CAP, delay * 2)
+            continue
+        log.info(
+            "mail.ingested",
+            raw_id=raw_id,
+            event_id=ack.event_id,
+            conversation_id=ack.conversation_id,
+            duplicate=ack.duplicate,
+        )
+        return

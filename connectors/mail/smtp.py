@@ -1,0 +1,211 @@
+"""The `smtp` and `lmtp` connector types: aiosmtpd on the daemon's own event loop.
+
+`smtp` takes mail directly (default 127.0.0.1:2525; port 25 through systemd);
+`lmtp` sits behind an existing MTA (Postfix's `lmtp:` transport) on TCP or a
+unix socket and answers once per recipient. LMTP is the same component with
+another protocol class and reply shape, not a branch through the code.
+Every limit is a config key: message size (SIZE in EHLO, 552 past it),
+connections in total and per client (421 past them), the idle timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections import Counter
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from aiosmtpd.lmtp import LMTP
+from aiosmtpd.smtp import SMTP
+from pydantic import Field, field_validator
+
+from connectors.mail import replies
+from connectors.mail.hooks import MailHandler, RecipientPolicy
+from connectors.mail.normalize import normalize
+from gateway.component import ComponentContext, ComponentState, Health, PermanentStartError
+from gateway.config_types import Listen, ListenAddress, Section, parse_listen
+from gateway.units import ByteSize, Duration
+
+RECOVERY_BATCH = 200
+
+
+class SmtpConfig(Section):
+    listen: Listen = Field(default_factory=lambda: parse_listen("127.0.0.1:2525"))
+    # The support addresses mail is taken for: "support@example.com" or "@help.example.com".
+    # Everything else is refused at RCPT (550): never an open relay.
+    recipients: list[str] = Field(min_length=1)
+    hostname: str = ""  # in the greeting; empty: this machine's name
+    max_message_size: ByteSize = 25 * 1024 * 1024
+    max_connections: int = Field(default=200, ge=1, le=100_000)
+    max_connections_per_client: int = Field(default=20, ge=1, le=10_000)
+    timeout: Duration = 300.0
+    # On stop, how long a session in DATA may take to get its commit and its answer.
+    drain_timeout: Duration = 3.0
+
+    @field_validator("recipients")
+    @classmethod
+    def _addresses(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            local, at, domain = entry.rpartition("@")
+            if not at or "." not in domain or " " in entry or (local and local.startswith(".")):
+                raise ValueError(
+                    f"{entry!r} is not an address ('support@example.com') or a domain "
+                    "('@help.example.com')"
+                )
+        return value
+
+
+class ConnectionLimits:
+    def __init__(self, total: int, per_client: int) -> None:
+        self.total, self.per_client = total, per_client
+        self.by_client: Counter[str] = Counter()
+        self.live: set[asyncio.Transport] = set()
+
+    def admit(self, client: str) -> bool:
+        if len(self.live) >= self.total or self.by_client[client] >= self.per_client:
+            return False
+        self.by_client[client] += 1
+        return True
+
+    def release(self, client: str) -> None:
+        self.by_client[client] -= 1
+        if self.by_client[client] <= 0:
+            del self.by_client[client]
+
+
+class _Limited:
+    """Counts a session against the limits; past them, 421 and close before the greeting."""
+
+    limits: ConnectionLimits
+    _client = ""
+    _admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        peer = transport.get_extra_info("peername")
+        self._client = str(peer[0]) if isinstance(peer, tuple) else "unix"
+        if not self.limits.admit(self._client):
+            transport.write((replies.TOO_MANY + "\r\n").encode())  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self._admitted = True
+        self.limits.live.add(transport)  # type: ignore[arg-type]
+        super().connection_made(transport)  # type: ignore[misc]
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if not self._admitted:
+            return
+        self.limits.release(self._client)
+        self.limits.live.discard(self.transport)  # type: ignore[attr-defined]
+        super().connection_lost(error)  # type: ignore[misc]
+
+
+class _LimitedSMTP(_Limited, SMTP):
+    pass
+
+
+class _LimitedLMTP(_Limited, LMTP):
+    pass
+
+
+class SmtpConnector:
+    config_model: ClassVar[type[SmtpConfig]] = SmtpConfig
+    is_listener: ClassVar[bool] = True
+    protocol: ClassVar[type[SMTP]] = _LimitedSMTP
+    lmtp: ClassVar[bool] = False
+
+    def __init__(self, name: str, config: SmtpConfig) -> None:
+        self.name = name
+        self.config = config
+        self._server: asyncio.AbstractServer | None = None
+        self._handler: MailHandler | None = None
+        self._limits = ConnectionLimits(config.max_connections, config.max_connections_per_client)
+        self._since = datetime.now(UTC)
+        self._ctx: ComponentContext | None = None
+
+    @property
+    def key(self) -> str:
+        return f"connectors.{self.name}"
+
+    async def start(self, ctx: ComponentContext) -> None:
+        self._ctx = ctx
+        cfg = self.config
+        source = f"/connectors/{self.name}"
+
+        def schedule(raw_id: int, raw: bytes, recipients: list[str], key: str) -> None:
+            job = normalize(
+                ctx.ingest, raw, source=source, raw_id=raw_id, recipients=recipients, key=key
+            )
+            ctx.create_task(job, f"normalize-{raw_id}")
+
+        self._handler = MailHandler(
+            self.key, ctx.ingest, RecipientPolicy(cfg.recipients), schedule, self.lmtp
+        )
+        hostname = cfg.hostname or socket.getfqdn()
+
+        def make() -> SMTP:
+            proto = self.protocol(
+                self._handler,
+                data_size_limit=cfg.max_message_size,
+                hostname=hostname,
+                ident="helpline",
+                timeout=cfg.timeout,
+            )
+            proto.limits = self._limits  # type: ignore[attr-defined]
+            return proto
+
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await self._listen(loop, make, cfg.listen)
+        except OSError as err:
+            raise PermanentStartError(f"cannot listen on {cfg.listen}: {err.strerror}") from err
+        ctx.log.info("mail.listening", address=str(cfg.listen), lmtp=self.lmtp)
+        ctx.create_task(self._recover(ctx, schedule), "recover")
+
+    @staticmethod
+    async def _listen(
+        loop: asyncio.AbstractEventLoop, make: Any, where: ListenAddress
+    ) -> asyncio.AbstractServer:
+        if where.is_unix:
+            return await loop.create_unix_server(make, path=where.path)
+        return await loop.create_server(make, host=where.host, port=where.port)
+
+    async def _recover(self, ctx: ComponentContext, schedule: Any) -> None:
+        """Normalize what a previous run accepted but did not finish (a crash in between)."""
+        pending = await ctx.ingest.pending_raw_mail(self.key, RECOVERY_BATCH)
+        for mail in pending:
+            schedule(mail.id, mail.raw, list(mail.recipients), mail.dedup_key)
+        if pending:
+            ctx.log.info("mail.recovered", messages=len(pending))
+
+    async def stop(self) -> None:
+        """Stop accepting, let sessions in DATA finish their commit, then close the rest."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        if self._handler is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._handler.idle.wait(), self.config.drain_timeout)
+        for transport in list(self._limits.live):
+            transport.write((replies.SHUTTING_DOWN + "\r\n").encode())
+            transport.close()
+
+    def health(self) -> Health:
+        handler = self._handler
+        counters = {
+            "connections": len(self._limits.live),
+            "accepted": handler.accepted if handler else 0,
+            "refused_recipients": handler.refused if handler else 0,
+        }
+        return Health(ComponentState.RUNNING, self._since, None, counters)
+
+
+class LmtpConfig(SmtpConfig):
+    listen: Listen = Field(default_factory=lambda: parse_listen("127.0.0.1:2424"))
+
+
+class LmtpConnector(SmtpConnector):
+    config_model: ClassVar[type[SmtpConfig]] = LmtpConfig
+    protocol: ClassVar[type[SMTP]] = _LimitedLMTP
+    lmtp: ClassVar[bool] = True

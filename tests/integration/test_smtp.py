@@ -1,0 +1,279 @@
+"""The smtp and lmtp connectors, spoken to over real sockets (smtplib and raw LMTP)."""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import sqlite3
+import time
+from collections.abc import Callable
+from email.message import EmailMessage
+from typing import Any
+
+import pytest
+
+from connectors.mail import replies
+from tests.conftest import LiveDaemon, free_port
+
+
+def mail(sender: str, to: str, subject: str, text: str, **headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = sender, to, subject
+    msg["Message-ID"] = headers.pop("message_id", f"<{time.time_ns()}@customer.example>")
+    msg["Date"] = "Sun, 22 Nov 2026 09:00:00 +0100"
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content(text)
+    return msg
+
+
+def send(
+    port: int, msg: EmailMessage | bytes, to: list[str], sender: str = "ann@example.org"
+) -> Any:
+    with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+        client.ehlo("client.example.org")
+        raw = msg if isinstance(msg, bytes) else msg.as_bytes()
+        return client.sendmail(sender, to, raw)
+
+
+def smtp_section(port: int, kind: str = "smtp", extra: str = "") -> str:
+    return (
+        f'[connectors.mail]\ntype = "{kind}"\nlisten = "127.0.0.1:{port}"\n'
+        'recipients = ["support@example.com", "@help.example.com"]\n' + extra
+    )
+
+
+async def inbound(live: LiveDaemon, count: int, timeout: float = 5.0) -> list[dict[str, Any]]:
+    """The email messages in the stream, once `count` of them have been normalized."""
+    deadline = time.monotonic() + timeout
+    while True:
+        found = [e for e in await live.stream() if e["type"] == "helpline.message.inbound.v1"]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def smtp(make_daemon: Callable[..., Any]) -> tuple[LiveDaemon, int]:
+    port = free_port()
+    return await make_daemon(smtp_section(port)), port
+
+
+async def test_a_mail_becomes_a_customer_message(smtp: tuple[LiveDaemon, int]) -> None:
+    live, port = smtp
+    msg = mail(
+        '"Ann Lee" <Ann@Example.ORG>',
+        "support@example.com",
+        "Invoice missing",
+        "Hello, where is my invoice for March?",
+        message_id="<m1@customer.example>",
+    )
+    refused = await asyncio.to_thread(send, port, msg, ["support@example.com"])
+    assert refused == {}
+    (event,) = await inbound(live, 1)
+    data = event["data"]
+    assert event["source"] == "/connectors/mail"
+    assert data["channel"] == "email"
+    assert data["from"]["email"] == "ann@example.org" and data["from"]["name"] == "Ann Lee"
+    assert data["subject"] == "Invoice missing"
+    assert data["text"].strip() == "Hello, where is my invoice for March?"
+    assert data["message_id"] == "m1@customer.example"
+    assert data["recipients"] == ["support@example.com"]
+    assert data["sent_at"] == "2026-11-22T08:00:00.000Z"
+
+
+async def test_only_support_addresses_are_accepted(smtp: tuple[LiveDaemon, int]) -> None:
+    live, port = smtp
+    msg = mail("ann@example.org", "someone@elsewhere.example", "relay?", "relay me")
+    with pytest.raises(smtplib.SMTPRecipientsRefused) as info:
+        await asyncio.to_thread(send, port, msg, ["someone@elsewhere.example"])
+    code, text = info.value.recipients["someone@elsewhere.example"]
+    assert code == 550 and b"support addresses only" in text
+    # A domain pattern takes any address of that domain; a partly refused mail still arrives.
+    refused = await asyncio.to_thread(
+        send,
+        port,
+        mail("ann@example.org", "x", "s", "text body here"),
+        ["billing@help.example.com", "nobody@example.com"],
+    )
+    assert set(refused) == {"nobody@example.com"}
+    (event,) = await inbound(live, 1)
+    assert event["data"]["recipients"] == ["billing@help.example.com"]
+
+
+async def test_size_limit_is_advertised_and_enforced(make_daemon: Callable[..., Any]) -> None:
+    port = free_port()
+    await make_daemon(smtp_section(port, extra='max_message_size = "10KiB"\n'))
+
+    def exchange() -> tuple[Any, Any]:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.example.org")
+            advertised = client.esmtp_features.get("size")
+            try:
+                client.sendmail(
+                    "ann@example.org",
+                    ["support@example.com"],
+                    mail("ann@example.org", "s", "big", "x" * 20_000).as_bytes(),
+                )
+            except smtplib.SMTPException as err:
+                return advertised, err
+            return advertised, None
+
+    advertised, error = await asyncio.to_thread(exchange)
+    assert advertised == str(10 * 1024)
+    assert isinstance(error, smtplib.SMTPException) and "552" in str(error)
+
+
+async def test_the_same_mail_twice_is_one_event_and_replies_thread(
+    smtp: tuple[LiveDaemon, int],
+) -> None:
+    live, port = smtp
+    first = mail(
+        "ann@example.org",
+        "support@example.com",
+        "Broken",
+        "The app crashes on start",
+        message_id="<a1@customer.example>",
+    )
+    for _ in range(2):  # an MTA retrying after a lost answer
+        await asyncio.to_thread(send, port, first, ["support@example.com"])
+    reply = mail(
+        "ann@example.org",
+        "support@example.com",
+        "Re: Broken",
+        "Still crashing today",
+        message_id="<a2@customer.example>",
+        in_reply_to="<a1@customer.example>",
+        references="<a1@customer.example>",
+    )
+    await asyncio.to_thread(send, port, reply, ["support@example.com"])
+    events = await inbound(live, 2)
+    await asyncio.sleep(0.2)
+    events = await inbound(live, 2)
+    assert [e["data"]["message_id"] for e in events] == [
+        "a1@customer.example",
+        "a2@customer.example",
+    ]
+    assert events[0]["subject"] == events[1]["subject"]  # the same conversation
+
+
+async def test_a_full_store_answers_451(make_daemon: Callable[..., Any]) -> None:
+    port = free_port()
+    live = await make_daemon(smtp_section(port) + "[store]\nmax_pending = 1\n")
+    entered, release = asyncio.Event(), asyncio.Event()
+
+    async def hold(tx: Any) -> None:
+        entered.set()
+        await release.wait()
+
+    holder = asyncio.create_task(live.daemon.store.write(hold))
+    await asyncio.wait_for(entered.wait(), 5)
+    msg = mail("ann@example.org", "support@example.com", "s", "text of the message")
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await asyncio.to_thread(send, port, msg, ["support@example.com"])
+    assert info.value.smtp_code == 451
+    release.set()
+    await holder
+    assert await asyncio.to_thread(send, port, msg, ["support@example.com"]) == {}
+
+
+async def test_connections_per_client_are_limited(make_daemon: Callable[..., Any]) -> None:
+    port = free_port()
+    await make_daemon(smtp_section(port, extra="max_connections_per_client = 2\n"))
+
+    def greetings() -> list[bytes]:
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(3)]
+        try:
+            return [s.recv(200) for s in socks]
+        finally:
+            for s in socks:
+                s.close()
+
+    got = await asyncio.to_thread(greetings)
+    assert got[0].startswith(b"220") and got[1].startswith(b"220")
+    assert got[2].decode().strip() == replies.TOO_MANY
+
+
+async def test_lmtp_answers_once_per_recipient(make_daemon: Callable[..., Any]) -> None:
+    port = free_port()
+    live = await make_daemon(smtp_section(port, kind="lmtp"))
+    body = mail("ann@example.org", "support@example.com", "Two desks", "For both teams please")
+
+    def exchange() -> list[str]:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            stream = s.makefile("rwb")
+
+            def say(line: str) -> None:
+                stream.write(line.encode() + b"\r\n")
+                stream.flush()
+
+            def reply() -> str:
+                lines = []
+                while True:
+                    line = stream.readline().decode().rstrip()
+                    lines.append(line)
+                    if line[3:4] != "-":
+                        return "\n".join(lines)
+
+            reply()  # greeting
+            say("LHLO mta.example.org")
+            reply()
+            say("MAIL FROM:<ann@example.org>")
+            reply()
+            for rcpt in ("support@example.com", "sales@help.example.com"):
+                say(f"RCPT TO:<{rcpt}>")
+                reply()
+            say("DATA")
+            reply()
+            stream.write(body.as_bytes().replace(b"\n", b"\r\n") + b".\r\n")
+            stream.flush()
+            return [stream.readline().decode().rstrip() for _ in range(2)]
+
+    answers = await asyncio.to_thread(exchange)
+    assert answers == [
+        replies.lmtp_accepted("support@example.com"),
+        replies.lmtp_accepted("sales@help.example.com"),
+    ]
+    (event,) = await inbound(live, 1)
+    assert event["data"]["recipients"] == ["support@example.com", "sales@help.example.com"]
+
+
+async def test_mail_accepted_before_a_crash_is_normalized_at_start(
+    make_daemon: Callable[..., Any],
+) -> None:
+    """What a previous run committed and answered 250 for, but never normalized."""
+    port = free_port()
+    live = await make_daemon(smtp_section(port))
+    raw = mail(
+        "bob@example.org", "support@example.com", "Left over", "accepted just before the crash"
+    ).as_bytes()
+    raw_id = await live.daemon.ingestor.accept_raw_mail(
+        "connectors.mail", "bob@example.org", ["support@example.com"], raw, "mid:left@x:0"
+    )
+    assert await inbound(live, 1, timeout=0.3) == []
+    # A restart of the connector (as at the daemon's next start) picks it up.
+    supervisor = live.daemon._supervisors["connectors.mail"]
+    await supervisor.stop()
+    await live.daemon._start_component(supervisor.spec)
+    (event,) = await inbound(live, 1)
+    assert event["data"]["from"]["email"] == "bob@example.org"
+    with sqlite3.connect(live.daemon.store.path) as db:
+        state = db.execute("SELECT state, event_id FROM raw_mail WHERE id = ?", (raw_id,))
+        assert state.fetchone() == ("done", event["id"])
+
+
+async def test_a_mail_without_a_sender_is_kept_not_lost(smtp: tuple[LiveDaemon, int]) -> None:
+    live, port = smtp
+    raw = b"To: support@example.com\r\nSubject: who am I\r\n\r\nno From header here\r\n"
+    assert await asyncio.to_thread(send, port, raw, ["support@example.com"]) == {}
+    deadline = time.monotonic() + 5
+    while True:
+        with sqlite3.connect(live.daemon.store.path) as db:
+            row = db.execute("SELECT state, error, raw FROM raw_mail").fetchone()
+        if row[0] != "pending" or time.monotonic() > deadline:
+            break
+        await asyncio.sleep(0.02)
+    assert row[0] == "failed" and "no sender address" in row[1]
+    assert b"no From header here" in row[2]  # the message itself is kept for an operator
+    assert await inbound(live, 1, timeout=0.2) == []
