@@ -123,6 +123,19 @@ class IdentityConfig(Section):
 class ConversationsConfig(Section):
     reopen_window: Duration = 7 * 86400.0
     max_reference_age: Duration = 365 * 86400.0
+    # How a conversation's number appears in mail subjects, so a reply that lost its
+    # threading headers still finds its conversation. {number} is the conversation number.
+    ticket_token: str = "[#HL-{number}]"
+
+    @field_validator("ticket_token")
+    @classmethod
+    def _has_number(cls, value: str) -> str:
+        if value.count("{number}") != 1 or len(value) < 10:
+            raise ValueError(
+                f"{value!r} must contain {{number}} exactly once and some fixed text around it, "
+                "like '[#HL-{number}]'"
+            )
+        return value
 
 
 class NearDuplicatesConfig(Section):

@@ -11,6 +11,7 @@ alone tells a backend when to open, reopen or close a ticket.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,10 +25,27 @@ from gateway.store import ConversationRow, Tx
 
 @dataclass(frozen=True, slots=True)
 class ThreadRef:
-    """An explicit thread reference: its kind scopes the value (an API thread, a Message-ID)."""
+    """An explicit thread reference: its kind scopes the value (an API thread, a Message-ID).
+
+    The kind "ticket" names a conversation by its number (a token in a mail subject).
+    """
 
     kind: str
     ref: str
+
+
+TICKET = "ticket"
+
+
+def ticket_pattern(token: str) -> re.Pattern[str]:
+    """A regex finding the configured ticket token ("[#HL-{number}]") in a subject."""
+    before, _, after = token.partition("{number}")
+    return re.compile(re.escape(before) + r"(\d{1,12})" + re.escape(after))
+
+
+def ticket_in(subject: str | None, token: str) -> ThreadRef | None:
+    found = ticket_pattern(token).search(subject or "")
+    return ThreadRef(TICKET, found.group(1)) if found else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +106,10 @@ async def assign(
     """
     row = None
     for ref in lookups:
-        found = await tx.conversation_by_thread(ref.kind, ref.ref)
+        if ref.kind == TICKET:
+            found = await tx.conversation_by_number(int(ref.ref))
+        else:
+            found = await tx.conversation_by_thread(ref.kind, ref.ref)
         if found is not None and now - found.last_activity_at <= max_reference_age:
             row = found
             break

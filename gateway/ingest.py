@@ -47,12 +47,14 @@ class Inbound:
     # (In-Reply-To, then References, newest first), its support addresses, its raw record.
     message_id: str | None = None
     references: tuple[str, ...] = ()
+    ticket: ThreadRef | None = None  # a ticket token found in the subject
     recipients: tuple[str, ...] = ()
     raw_id: int | None = None
 
     def thread_lookups(self) -> list[ThreadRef]:
         found = [self.thread] if self.thread else []
-        return found + [ThreadRef("email", ref) for ref in self.references]
+        found += [ThreadRef("email", ref) for ref in self.references]
+        return found + ([self.ticket] if self.ticket else [])
 
     def thread_registers(self) -> list[ThreadRef]:
         found = [self.thread] if self.thread else []

@@ -14,6 +14,7 @@ import nh3
 import structlog
 
 from connectors.mail.parse import ParsedMail, parse_mail
+from gateway.conversations import ticket_in
 from gateway.dedup import IdempotencyKey
 from gateway.errors import InvalidInput
 from gateway.identity import Handles
@@ -52,6 +53,7 @@ def to_inbound(
         idempotency=IdempotencyKey("email", key, key.encode(), f"Message {key!r}"),
         message_id=parsed.message_id,
         references=tuple(dict.fromkeys(refs)),
+        ticket=ticket_in(parsed.subject, ingest.config.conversations.ticket_token),
         recipients=tuple(recipients),
         raw_id=raw_id,
     )

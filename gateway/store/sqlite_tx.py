@@ -296,6 +296,12 @@ class SqliteTx:
         ).fetchone()
         return conversation_from_row(row) if row else None
 
+    async def conversation_by_number(self, number: int) -> ConversationRow | None:
+        row = self._conn.execute(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE number = ?", (number,)
+        ).fetchone()
+        return conversation_from_row(row) if row else None
+
     async def put_thread(self, kind: str, ref: str, conversation_id: str, now: float) -> None:
         self._conn.execute(
             "INSERT OR IGNORE INTO thread_refs (kind, ref, conversation_id, created_at) "

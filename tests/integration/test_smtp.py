@@ -277,3 +277,26 @@ async def test_a_mail_without_a_sender_is_kept_not_lost(smtp: tuple[LiveDaemon, 
     assert row[0] == "failed" and "no sender address" in row[1]
     assert b"no From header here" in row[2]  # the message itself is kept for an operator
     assert await inbound(live, 1, timeout=0.2) == []
+
+
+async def test_a_ticket_token_in_the_subject_finds_the_conversation(
+    smtp: tuple[LiveDaemon, int],
+) -> None:
+    """A reply that lost its threading headers (forwarded by a colleague) still joins."""
+    live, port = smtp
+    first = mail("ann@example.org", "support@example.com", "Printer on fire", "It smokes")
+    await asyncio.to_thread(send, port, first, ["support@example.com"])
+    (opened,) = await inbound(live, 1)
+    number = opened["data"]["conversation_number"]
+    colleague = mail(
+        "bob@example.org",
+        "support@example.com",
+        f"Fwd: [#HL-{number}] Printer on fire",
+        "Ann asked me to add: now it beeps",
+    )
+    await asyncio.to_thread(send, port, colleague, ["support@example.com"], "bob@example.org")
+    other = mail("bob@example.org", "support@example.com", "[#HL-999999] typo", "no such one")
+    await asyncio.to_thread(send, port, other, ["support@example.com"], "bob@example.org")
+    events = await inbound(live, 3)
+    assert events[1]["subject"] == opened["subject"]  # joined by the token
+    assert events[2]["subject"] != opened["subject"]  # an unknown number joins nothing
