@@ -86,6 +86,20 @@ async def _reopen(tx: Tx, row: ConversationRow, source: str, now: float, reason:
     return await tx.append(_change_event(EventType.CONVERSATION_REOPENED, row, source, now, reason))
 
 
+async def find_by_references(
+    tx: Tx, lookups: Sequence[ThreadRef], now: float, max_age: float
+) -> ConversationRow | None:
+    """The conversation the first known reference names, if not older than `max_age`."""
+    for ref in lookups:
+        if ref.kind == TICKET:
+            found = await tx.conversation_by_number(int(ref.ref))
+        else:
+            found = await tx.conversation_by_thread(ref.kind, ref.ref)
+        if found is not None and now - found.last_activity_at <= max_age:
+            return found
+    return None
+
+
 async def assign(
     tx: Tx,
     *,
@@ -104,15 +118,7 @@ async def assign(
     `lookups` are explicit references in order of preference (the first known one wins);
     `registers` are the references this message makes known (an API thread, a Message-ID).
     """
-    row = None
-    for ref in lookups:
-        if ref.kind == TICKET:
-            found = await tx.conversation_by_number(int(ref.ref))
-        else:
-            found = await tx.conversation_by_thread(ref.kind, ref.ref)
-        if found is not None and now - found.last_activity_at <= max_reference_age:
-            row = found
-            break
+    row = await find_by_references(tx, lookups, now, max_reference_age)
     latest = None
     if row is None and not new_contact:  # a contact made by this message has no past
         latest = await tx.latest_conversation(contact_id)

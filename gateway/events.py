@@ -30,6 +30,7 @@ Timestamp = Annotated[
 class EventType(enum.StrEnum):
     MESSAGE_INBOUND = "helpline.message.inbound.v1"
     MESSAGE_OUTBOUND = "helpline.message.outbound.v1"
+    MESSAGE_AUTOMATIC = "helpline.message.automatic.v1"
     CONVERSATION_OPENED = "helpline.conversation.opened.v1"
     CONVERSATION_RESOLVED = "helpline.conversation.resolved.v1"
     CONVERSATION_REOPENED = "helpline.conversation.reopened.v1"
@@ -101,6 +102,25 @@ class OutboundMessage(EventData):
     erased: bool = Field(default=False, description="the text was removed; a tombstone")
 
 
+class AutomaticMessage(EventData):
+    """Mail no human wrote (an auto-reply, a bounce) or from one of helpline's own addresses.
+
+    Recorded on the conversation it refers to; it never opens one, never stops a
+    first-response clock and never earns an automatic answer.
+    """
+
+    channel: Channel
+    conversation_id: str
+    conversation_number: int
+    contact_id: str
+    kind: Literal["auto_reply", "bounce", "own_address"]
+    reason: str
+    sender: Sender = Field(alias="from")
+    subject: str | None = None
+    message_id: str | None = None
+    accepted_at: Timestamp
+
+
 class ConversationChange(EventData):
     conversation_id: str
     conversation_number: int
@@ -157,6 +177,7 @@ class LinkSuggested(EventData):
 DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.MESSAGE_INBOUND: InboundMessage,
     EventType.MESSAGE_OUTBOUND: OutboundMessage,
+    EventType.MESSAGE_AUTOMATIC: AutomaticMessage,
     EventType.CONVERSATION_OPENED: ConversationChange,
     EventType.CONVERSATION_RESOLVED: ConversationChange,
     EventType.CONVERSATION_REOPENED: ConversationChange,

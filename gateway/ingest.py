@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from gateway.automatic import AutomaticInbound, record_automatic
 from gateway.config import Channel, CoreConfig
 from gateway.contact_graph import UNVERIFIED, Evidence, resolve_contact
 from gateway.conversations import ThreadRef, assign
@@ -139,6 +140,14 @@ class Ingestor:
     async def pending_raw_mail(self, connector: str, limit: int = 500) -> list[RawMail]:
         """Mail a connector accepted but did not finish normalizing (a crash in between)."""
         return await self._store.pending_raw_mail(connector, limit)
+
+    async def ingest_automatic(self, item: AutomaticInbound) -> str | None:
+        """Record mail no human wrote on the conversation it names; it never opens one."""
+
+        async def unit(tx: Tx) -> str | None:
+            return await record_automatic(tx, item, self.config, self._clock())
+
+        return await self._store.write(unit)
 
     async def fail_raw_mail(self, raw_id: int, error: str) -> None:
         """Park an accepted mail that cannot become an event; it stays for an operator."""

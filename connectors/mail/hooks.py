@@ -41,7 +41,7 @@ class MailHandler:
         connector: str,
         ingest: Ingestor,
         policy: RecipientPolicy,
-        normalize: Callable[[int, bytes, list[str], str], None],
+        normalize: Callable[[int, bytes, list[str], str, str | None], None],
         lmtp: bool,
     ) -> None:
         self._connector = connector
@@ -71,12 +71,13 @@ class MailHandler:
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         raw: bytes = envelope.original_content or b""
         recipients = list(envelope.rcpt_tos)
+        mail_from: str | None = envelope.mail_from  # "" is the null sender of a bounce
         self.inflight += 1
         self.idle.clear()
         key = dedup_key(raw, message_id_of(raw))
         try:
             raw_id = await self._ingest.accept_raw_mail(
-                self._connector, envelope.mail_from or None, recipients, raw, key
+                self._connector, mail_from, recipients, raw, key
             )
         except StoreError as err:
             log.warning("mail.deferred", connector=self._connector, error=str(err))
@@ -88,7 +89,7 @@ class MailHandler:
             if not self.inflight:
                 self.idle.set()
         self.accepted += 1
-        self._normalize(raw_id, raw, recipients, key)
+        self._normalize(raw_id, raw, recipients, key, mail_from)
         if self._lmtp:
             return "\r\n".join(replies.lmtp_accepted(r) for r in recipients)
         return replies.ACCEPTED

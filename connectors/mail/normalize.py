@@ -13,10 +13,14 @@ import asyncio
 import nh3
 import structlog
 
+from connectors.mail.hooks import RecipientPolicy
+from connectors.mail.loops import Automatic, classify
 from connectors.mail.parse import ParsedMail, parse_mail
-from gateway.conversations import ticket_in
+from gateway.automatic import AutomaticInbound
+from gateway.conversations import ThreadRef, ticket_in
 from gateway.dedup import IdempotencyKey
 from gateway.errors import InvalidInput
+from gateway.events import Sender
 from gateway.identity import Handles
 from gateway.ingest import Inbound, Ingestor
 from gateway.store import StoreError
@@ -59,13 +63,47 @@ def to_inbound(
     )
 
 
+def to_automatic(
+    parsed: ParsedMail, found: Automatic, ingest: Ingestor, *, source: str, raw_id: int, key: str
+) -> AutomaticInbound:
+    refs = ([parsed.in_reply_to] if parsed.in_reply_to else []) + parsed.references[::-1]
+    ticket = ticket_in(parsed.subject, ingest.config.conversations.ticket_token)
+    lookups = [ThreadRef("email", ref) for ref in dict.fromkeys(refs)]
+    return AutomaticInbound(
+        channel="email",
+        source=source,
+        kind=found.kind,
+        reason=found.reason,
+        sender=Sender(email=parsed.from_email, name=parsed.from_name),
+        lookups=tuple(lookups + ([ticket] if ticket else [])),
+        subject=parsed.subject,
+        message_id=parsed.message_id,
+        idempotency=IdempotencyKey("email", key, key.encode(), f"Message {key!r}"),
+        raw_id=raw_id,
+    )
+
+
 async def normalize(
-    ingest: Ingestor, raw: bytes, *, source: str, raw_id: int, recipients: list[str], key: str
+    ingest: Ingestor,
+    raw: bytes,
+    *,
+    source: str,
+    raw_id: int,
+    recipients: list[str],
+    key: str,
+    mail_from: str | None,
+    own: RecipientPolicy,
 ) -> None:
     """Parse and ingest one accepted mail; retried while the store cannot take it."""
+    parsed = parse_mail(raw)
+    found = classify(raw, parsed, mail_from, own)
     try:
-        item = to_inbound(
-            parse_mail(raw), ingest, source=source, raw_id=raw_id, recipients=recipients, key=key
+        item: Inbound | AutomaticInbound = (
+            to_automatic(parsed, found, ingest, source=source, raw_id=raw_id, key=key)
+            if found
+            else to_inbound(
+                parsed, ingest, source=source, raw_id=raw_id, recipients=recipients, key=key
+            )
         )
     except InvalidInput as err:
         log.warning("mail.unusable", raw_id=raw_id, source=source, error=str(err))
@@ -74,17 +112,20 @@ async def normalize(
     delay = RETRY_START
     while True:
         try:
-            ack = await ingest.ingest(item)
+            if isinstance(item, AutomaticInbound):
+                recorded = await ingest.ingest_automatic(item)
+                log.info("mail.automatic", raw_id=raw_id, kind=item.kind, event_id=recorded)
+            else:
+                ack = await ingest.ingest(item)
+                log.info(
+                    "mail.ingested",
+                    raw_id=raw_id,
+                    event_id=ack.event_id,
+                    conversation_id=ack.conversation_id,
+                    duplicate=ack.duplicate,
+                )
+            return
         except StoreError as err:
             log.warning("mail.normalize_deferred", raw_id=raw_id, error=str(err), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(RETRY_CAP, delay * 2)
-            continue
-        log.info(
-            "mail.ingested",
-            raw_id=raw_id,
-            event_id=ack.event_id,
-            conversation_id=ack.conversation_id,
-            duplicate=ack.duplicate,
-        )
-        return

@@ -133,15 +133,24 @@ class SmtpConnector:
         cfg = self.config
         source = f"/connectors/{self.name}"
 
-        def schedule(raw_id: int, raw: bytes, recipients: list[str], key: str) -> None:
+        own = RecipientPolicy(cfg.recipients)
+
+        def schedule(
+            raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
+        ) -> None:
             job = normalize(
-                ctx.ingest, raw, source=source, raw_id=raw_id, recipients=recipients, key=key
+                ctx.ingest,
+                raw,
+                source=source,
+                raw_id=raw_id,
+                recipients=recipients,
+                key=key,
+                mail_from=mail_from,
+                own=own,
             )
             ctx.create_task(job, f"normalize-{raw_id}")
 
-        self._handler = MailHandler(
-            self.key, ctx.ingest, RecipientPolicy(cfg.recipients), schedule, self.lmtp
-        )
+        self._handler = MailHandler(self.key, ctx.ingest, own, schedule, self.lmtp)
         hostname = cfg.hostname or socket.getfqdn()
 
         def make() -> SMTP:
@@ -175,7 +184,7 @@ class SmtpConnector:
         """Normalize what a previous run accepted but did not finish (a crash in between)."""
         pending = await ctx.ingest.pending_raw_mail(self.key, RECOVERY_BATCH)
         for mail in pending:
-            schedule(mail.id, mail.raw, list(mail.recipients), mail.dedup_key)
+            schedule(mail.id, mail.raw, list(mail.recipients), mail.dedup_key, mail.mail_from)
         if pending:
             ctx.log.info("mail.recovered", messages=len(pending))
 

@@ -265,9 +265,12 @@ class SqliteTx:
         )
         return int(cursor.lastrowid or 0)
 
-    async def finish_raw_mail(self, raw_id: int, event_id: str) -> None:
+    async def finish_raw_mail(
+        self, raw_id: int, event_id: str | None, note: str | None = None
+    ) -> None:
         self._conn.execute(
-            "UPDATE raw_mail SET state = 'done', event_id = ? WHERE id = ?", (event_id, raw_id)
+            "UPDATE raw_mail SET state = 'done', event_id = ?, error = ? WHERE id = ?",
+            (event_id, note, raw_id),
         )
 
     async def fail_raw_mail(self, raw_id: int, error: str) -> None:
