@@ -32,7 +32,15 @@ def tombstone(body: bytes) -> bytes:
     data = envelope["data"]
     kind = envelope["type"]
     if kind == EventType.MESSAGE_INBOUND:
-        data.update(subject=None, text="", html=None, external_id=None, thread=None, erased=True)
+        data.update(
+            subject=None,
+            text="",
+            quoted=None,
+            html=None,
+            external_id=None,
+            thread=None,
+            erased=True,
+        )
         data["from"] = dict(_NO_SENDER)
     elif kind == EventType.MESSAGE_OUTBOUND:
         data.update(text="", html=None, erased=True)

@@ -66,6 +66,10 @@ class InboundMessage(EventData):
     sender: Sender = Field(alias="from")
     subject: str | None = None
     text: str
+    quoted: str | None = Field(
+        default=None,
+        description="email: the quoted history and signature below the new text, kept apart",
+    )
     html: str | None = None
     external_id: str | None = None
     thread: str | None = None

@@ -38,6 +38,7 @@ class Inbound:
     text: str
     name: str | None = None
     subject: str | None = None
+    quoted: str | None = None
     html: str | None = None
     external_id: str | None = None
     thread: ThreadRef | None = None
@@ -236,6 +237,7 @@ class Ingestor:
                 ),
                 subject=item.subject,
                 text=item.text,
+                quoted=item.quoted,
                 html=item.html,
                 external_id=item.external_id,
                 thread=item.thread.ref if item.thread else None,

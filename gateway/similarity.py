@@ -57,6 +57,8 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from itertools import pairwise
 
+from gateway.quoting import split_reply
+
 K = 64  # hashes kept per fingerprint
 MIN_WORDS = 3  # fewer words than this: no fingerprint, never a near duplicate
 DEFAULT_THRESHOLD = 0.6  # similarity at or above which a message is flagged as a near duplicate
@@ -66,22 +68,6 @@ BANDS = 6  # index keys per fingerprint
 _VERSION = 1
 _MASK = 0xFFFFFFFF
 _GOLDEN = 0x9E3779B1  # odd, about 2**32 / golden ratio
-
-# Quoted history starts at an attribution line; everything from it on is dropped.
-_ATTRIBUTION = re.compile(
-    r"""\s*(?:
-        on\s.{0,300}\swrote\s*:
-      | am\s.{0,300}\sschrieb.{0,200}:
-      | le\s.{0,300}\sa\s+écrit\s*:
-      | -{2,}\s*(?:original\s+message|ursprüngliche\s+nachricht|message\s+d'origine)\s*-{2,}
-    )\s*$""",
-    re.IGNORECASE | re.VERBOSE,
-)
-_ATTRIBUTION_START = re.compile(r"\s*(?:on|am|le)\s", re.IGNORECASE)
-# An Outlook header block: "From:" followed within a few lines by "Sent:" (or its translations).
-_HEADER_FROM = re.compile(r"\s*(?:from|von|de)\s*:\s*\S", re.IGNORECASE)
-_HEADER_SENT = re.compile(r"\s*(?:sent|date|gesendet|datum|envoyé)\s*:", re.IGNORECASE)
-_HEADER_LOOKAHEAD = 4
 
 # Scripts written without spaces between words: Thai, Lao, Myanmar, Khmer, kana, CJK ideographs.
 _UNSPACED = (
@@ -117,27 +103,6 @@ class _CharMap(dict[int, str]):
 _CHARS = _CharMap()
 
 
-def _cut_quotes_and_signature(text: str) -> list[str]:
-    lines = text.splitlines()
-    kept: list[str] = []
-    for i, line in enumerate(lines):
-        if line in ("-- ", "--"):
-            break  # signature delimiter
-        if line.lstrip().startswith(">"):
-            continue  # quoted line (an interleaved reply keeps its own lines)
-        if _ATTRIBUTION.match(line):
-            break
-        wrapped = i + 1 < len(lines) and _ATTRIBUTION_START.match(line)
-        if wrapped and _ATTRIBUTION.match(f"{line} {lines[i + 1]}"):
-            break  # an attribution wrapped onto two lines
-        if _HEADER_FROM.match(line) and any(
-            _HEADER_SENT.match(nxt) for nxt in lines[i + 1 : i + 1 + _HEADER_LOOKAHEAD]
-        ):
-            break
-        kept.append(line)
-    return kept
-
-
 def clean_text(text: str) -> str:
     """The words of a message's own text: lower case, separated by single spaces.
 
@@ -149,7 +114,7 @@ def clean_text(text: str) -> str:
     and lower-cased; every character that is not a letter, a digit or a combining mark (needed
     by Thai and Indic scripts) becomes a space; runs of whitespace collapse into one space.
     """
-    kept = "\n".join(_cut_quotes_and_signature(unicodedata.normalize("NFKC", text)))
+    kept = split_reply(unicodedata.normalize("NFKC", text))[0]
     kept = kept.lower()
     for short, full in _NOT_IRREGULAR:
         kept = kept.replace(short, full)

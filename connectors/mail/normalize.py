@@ -23,6 +23,7 @@ from gateway.errors import InvalidInput
 from gateway.events import Sender
 from gateway.identity import Handles
 from gateway.ingest import Inbound, Ingestor
+from gateway.quoting import split_reply
 from gateway.store import StoreError
 
 log = structlog.get_logger("connectors.mail")
@@ -44,13 +45,15 @@ def to_inbound(
         raise InvalidInput("From", "the mail has no sender address")
     email = ingest.rules.email(parsed.from_email, "From")
     refs = ([parsed.in_reply_to] if parsed.in_reply_to else []) + parsed.references[::-1]
+    own, quoted = split_reply(parsed.text)
     return Inbound(
         channel="email",
         source=source,
         handles=Handles(email=email),
         name=parsed.from_name,
         subject=parsed.subject,
-        text=parsed.text,
+        text=own,
+        quoted=quoted or None,
         html=nh3.clean(parsed.html) if parsed.html else None,
         sent_at=parsed.date,
         # Keyed per channel, not per listener: the same mail by SMTP and by IMAP is one event.

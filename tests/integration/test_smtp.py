@@ -300,3 +300,19 @@ async def test_a_ticket_token_in_the_subject_finds_the_conversation(
     events = await inbound(live, 3)
     assert events[1]["subject"] == opened["subject"]  # joined by the token
     assert events[2]["subject"] != opened["subject"]  # an unknown number joins nothing
+
+
+async def test_the_stream_shows_what_the_customer_wrote_now(smtp: tuple[LiveDaemon, int]) -> None:
+    live, port = smtp
+    reply = mail(
+        "ann@example.org",
+        "support@example.com",
+        "Re: Broken",
+        "It still crashes.\n\nOn Mon, 23 Nov 2026, Support <support@example.com> wrote:\n"
+        "> Please update the app.\n\n-- \nAnn",
+    )
+    await asyncio.to_thread(send, port, reply, ["support@example.com"])
+    (event,) = await inbound(live, 1)
+    assert event["data"]["text"] == "It still crashes."
+    assert event["data"]["quoted"].startswith("On Mon, 23 Nov 2026, Support")
+    assert "> Please update the app." in event["data"]["quoted"]
