@@ -12,20 +12,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import socket
+import ssl
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from aiosmtpd.lmtp import LMTP
-from aiosmtpd.smtp import SMTP
-from pydantic import Field, field_validator
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+from pydantic import Field, field_validator, model_validator
 
 from connectors.mail import replies
 from connectors.mail.hooks import MailHandler, RecipientPolicy
 from connectors.mail.normalize import normalize
 from gateway.component import ComponentContext, ComponentState, Health, PermanentStartError
-from gateway.config_types import Listen, ListenAddress, Section, parse_listen
+from gateway.config_types import Listen, ListenAddress, Secret, Section, parse_listen
 from gateway.units import ByteSize, Duration
 
 RECOVERY_BATCH = 200
@@ -43,6 +45,27 @@ class SmtpConfig(Section):
     timeout: Duration = 300.0
     # On stop, how long a session in DATA may take to get its commit and its answer.
     drain_timeout: Duration = 3.0
+    # STARTTLS with this certificate chain and key (PEM files); both or neither.
+    tls_certificate: str = ""
+    tls_key: str = ""
+    # Refuse MAIL until the session switched to TLS.
+    require_tls: bool = False
+    # A relay that must log in: user name -> password (AUTH PLAIN/LOGIN). Empty: no AUTH.
+    auth_users: dict[str, Secret] = Field(default_factory=dict)
+    # Passwords only over TLS (they are sent in the clear otherwise).
+    auth_require_tls: bool = True
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> SmtpConfig:
+        if bool(self.tls_certificate) != bool(self.tls_key):
+            raise ValueError("give tls_certificate and tls_key together, or neither")
+        if self.require_tls and not self.tls_certificate:
+            raise ValueError("require_tls needs tls_certificate and tls_key")
+        if self.auth_users and self.auth_require_tls and not self.tls_certificate:
+            raise ValueError(
+                "auth_users with auth_require_tls = true needs tls_certificate and tls_key"
+            )
+        return self
 
     @field_validator("recipients")
     @classmethod
@@ -55,6 +78,22 @@ class SmtpConfig(Section):
                     "('@help.example.com')"
                 )
         return value
+
+
+class _Authenticator:
+    """AUTH PLAIN/LOGIN against the configured users, compared in constant time."""
+
+    def __init__(self, users: dict[str, bytes]) -> None:
+        self._users = users
+
+    def __call__(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        wanted = self._users.get(auth_data.login.decode(errors="replace"), b"")
+        ok = bool(wanted) and hmac.compare_digest(wanted, auth_data.password)
+        return AuthResult(success=ok, handled=False)
 
 
 class ConnectionLimits:
@@ -152,6 +191,10 @@ class SmtpConnector:
 
         self._handler = MailHandler(self.key, ctx.ingest, own, schedule, self.lmtp)
         hostname = cfg.hostname or socket.getfqdn()
+        tls = self._tls_context()
+        users = {
+            name: secret.get_secret_value().encode() for name, secret in cfg.auth_users.items()
+        }
 
         def make() -> SMTP:
             proto = self.protocol(
@@ -160,6 +203,11 @@ class SmtpConnector:
                 hostname=hostname,
                 ident="helpline",
                 timeout=cfg.timeout,
+                tls_context=tls,
+                require_starttls=cfg.require_tls,
+                auth_required=bool(users),
+                auth_require_tls=cfg.auth_require_tls,
+                authenticator=_Authenticator(users) if users else None,
             )
             proto.limits = self._limits  # type: ignore[attr-defined]
             return proto
@@ -171,6 +219,19 @@ class SmtpConnector:
             raise PermanentStartError(f"cannot listen on {cfg.listen}: {err.strerror}") from err
         ctx.log.info("mail.listening", address=str(cfg.listen), lmtp=self.lmtp)
         ctx.create_task(self._recover(ctx, schedule), "recover")
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        cfg = self.config
+        if not cfg.tls_certificate:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            context.load_cert_chain(cfg.tls_certificate, cfg.tls_key)
+        except (OSError, ssl.SSLError) as err:
+            raise PermanentStartError(
+                f"cannot load tls_certificate {cfg.tls_certificate} / tls_key {cfg.tls_key}: {err}"
+            ) from err
+        return context
 
     @staticmethod
     async def _listen(
