@@ -79,6 +79,10 @@ class InboundMessage(EventData):
     recipients: list[str] = Field(
         default_factory=list, description="email: the support addresses it was sent to"
     )
+    sender_auth: str | None = Field(
+        default=None,
+        description="email: a trusted MTA's verdict on the sender (dmarc=pass, dmarc=fail)",
+    )
     duplicate_of: str | None = Field(
         default=None,
         description="an earlier event of the same contact with nearly the same text",

@@ -50,6 +50,7 @@ class Inbound:
     message_id: str | None = None
     references: tuple[str, ...] = ()
     ticket: ThreadRef | None = None  # a ticket token found in the subject
+    sender_auth: str | None = None  # what a trusted checker said of the sender: "dmarc=pass"
     recipients: tuple[str, ...] = ()
     raw_id: int | None = None
 
@@ -243,6 +244,7 @@ class Ingestor:
                 thread=item.thread.ref if item.thread else None,
                 message_id=item.message_id,
                 recipients=list(item.recipients),
+                sender_auth=item.sender_auth,
                 duplicate_of=duplicate_of,
                 sent_at=clamp_sent_at(item.sent_at, accepted),
                 accepted_at=accepted,

@@ -16,7 +16,9 @@ import structlog
 from connectors.mail.hooks import RecipientPolicy
 from connectors.mail.loops import Automatic, classify
 from connectors.mail.parse import ParsedMail, parse_mail
+from connectors.mail.sender_auth import Verdict, dmarc_verdict
 from gateway.automatic import AutomaticInbound
+from gateway.contact_graph import UNVERIFIED, Evidence
 from gateway.conversations import ThreadRef, ticket_in
 from gateway.dedup import IdempotencyKey
 from gateway.errors import InvalidInput
@@ -40,11 +42,15 @@ def to_inbound(
     raw_id: int,
     recipients: list[str],
     key: str,
+    dmarc: Verdict | None = None,
 ) -> Inbound:
     if not parsed.from_email:
         raise InvalidInput("From", "the mail has no sender address")
     email = ingest.rules.email(parsed.from_email, "From")
     refs = ([parsed.in_reply_to] if parsed.in_reply_to else []) + parsed.references[::-1]
+    ticket = ticket_in(parsed.subject, ingest.config.conversations.ticket_token)
+    if dmarc == "fail":  # not who it claims: its references must not place it in a thread
+        refs, ticket = [], None
     own, quoted = split_reply(parsed.text)
     return Inbound(
         channel="email",
@@ -60,9 +66,11 @@ def to_inbound(
         idempotency=IdempotencyKey("email", key, key.encode(), f"Message {key!r}"),
         message_id=parsed.message_id,
         references=tuple(dict.fromkeys(refs)),
-        ticket=ticket_in(parsed.subject, ingest.config.conversations.ticket_token),
+        ticket=ticket,
         recipients=tuple(recipients),
         raw_id=raw_id,
+        evidence=Evidence(True, "dmarc_pass") if dmarc == "pass" else UNVERIFIED,
+        sender_auth=f"dmarc={dmarc}" if dmarc else None,
     )
 
 
@@ -96,16 +104,24 @@ async def normalize(
     key: str,
     mail_from: str | None,
     own: RecipientPolicy,
+    trusted: frozenset[str] = frozenset(),
 ) -> None:
     """Parse and ingest one accepted mail; retried while the store cannot take it."""
     parsed = parse_mail(raw)
     found = classify(raw, parsed, mail_from, own)
+    dmarc = dmarc_verdict(raw, parsed.from_email, trusted)
     try:
         item: Inbound | AutomaticInbound = (
             to_automatic(parsed, found, ingest, source=source, raw_id=raw_id, key=key)
             if found
             else to_inbound(
-                parsed, ingest, source=source, raw_id=raw_id, recipients=recipients, key=key
+                parsed,
+                ingest,
+                source=source,
+                raw_id=raw_id,
+                recipients=recipients,
+                key=key,
+                dmarc=dmarc,
             )
         )
     except InvalidInput as err:

@@ -54,6 +54,9 @@ class SmtpConfig(Section):
     auth_users: dict[str, Secret] = Field(default_factory=dict)
     # Passwords only over TLS (they are sent in the clear otherwise).
     auth_require_tls: bool = True
+    # The authserv-ids of the MTAs whose Authentication-Results are believed (the relay in
+    # front of helpline). A DMARC pass there is verified sender evidence; a fail is flagged.
+    trusted_authserv_ids: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> SmtpConfig:
@@ -173,6 +176,7 @@ class SmtpConnector:
         source = f"/connectors/{self.name}"
 
         own = RecipientPolicy(cfg.recipients)
+        trusted = frozenset(a.lower() for a in cfg.trusted_authserv_ids)
 
         def schedule(
             raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
@@ -186,6 +190,7 @@ class SmtpConnector:
                 key=key,
                 mail_from=mail_from,
                 own=own,
+                trusted=trusted,
             )
             ctx.create_task(job, f"normalize-{raw_id}")
 

@@ -316,3 +316,32 @@ async def test_the_stream_shows_what_the_customer_wrote_now(smtp: tuple[LiveDaem
     assert event["data"]["text"] == "It still crashes."
     assert event["data"]["quoted"].startswith("On Mon, 23 Nov 2026, Support")
     assert "> Please update the app." in event["data"]["quoted"]
+
+
+async def test_dmarc_verdicts_of_a_trusted_relay(make_daemon: Callable[..., Any]) -> None:
+    port = free_port()
+    live = await make_daemon(
+        smtp_section(port, extra='trusted_authserv_ids = ["mx.example.com"]\n')
+    )
+    first = mail(
+        "ann@customer.example",
+        "support@example.com",
+        "Order",
+        "where is it",
+        message_id="<d1@customer.example>",
+        authentication_results="mx.example.com; dmarc=pass header.from=customer.example",
+    )
+    await asyncio.to_thread(send, port, first, ["support@example.com"], "ann@customer.example")
+    forged = mail(
+        "eve@customer.example",
+        "support@example.com",
+        "Re: Order",
+        "send it to me",
+        in_reply_to="<d1@customer.example>",
+        authentication_results="mx.example.com; dmarc=fail header.from=customer.example",
+    )
+    await asyncio.to_thread(send, port, forged, ["support@example.com"], "eve@customer.example")
+    events = await inbound(live, 2)
+    assert events[0]["data"]["sender_auth"] == "dmarc=pass"
+    assert events[1]["data"]["sender_auth"] == "dmarc=fail"
+    assert events[1]["subject"] != events[0]["subject"]  # a failed sender's reference is ignored
