@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     import structlog
 
     from gateway.ingest import Ingestor
+    from gateway.replies import Replies
     from gateway.stream import StreamReader
 
 
@@ -75,6 +76,7 @@ class ComponentContext:
 
     name: str
     ingest: Ingestor
+    replies: Replies
     stream: StreamReader
     log: structlog.stdlib.BoundLogger
     create_task: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]

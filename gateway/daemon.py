@@ -178,6 +178,7 @@ class Daemon:
         return ComponentContext(
             name=supervisor.name,
             ingest=self.ingestor,
+            replies=self.replies,
             stream=self.reader,
             log=supervisor.log,
             create_task=supervisor.create_task,

@@ -31,6 +31,7 @@ class EventType(enum.StrEnum):
     MESSAGE_INBOUND = "helpline.message.inbound.v1"
     MESSAGE_OUTBOUND = "helpline.message.outbound.v1"
     MESSAGE_AUTOMATIC = "helpline.message.automatic.v1"
+    MESSAGE_DELIVERY_FAILED = "helpline.message.delivery_failed.v1"
     CONVERSATION_OPENED = "helpline.conversation.opened.v1"
     CONVERSATION_RESOLVED = "helpline.conversation.resolved.v1"
     CONVERSATION_REOPENED = "helpline.conversation.reopened.v1"
@@ -129,6 +130,18 @@ class AutomaticMessage(EventData):
     accepted_at: Timestamp
 
 
+class DeliveryFailed(EventData):
+    """A reply could not be delivered to the customer and will not be retried."""
+
+    channel: Channel
+    conversation_id: str
+    conversation_number: int
+    contact_id: str
+    reply_event_id: str
+    recipient: str | None
+    reason: str
+
+
 class ConversationChange(EventData):
     conversation_id: str
     conversation_number: int
@@ -186,6 +199,7 @@ DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.MESSAGE_INBOUND: InboundMessage,
     EventType.MESSAGE_OUTBOUND: OutboundMessage,
     EventType.MESSAGE_AUTOMATIC: AutomaticMessage,
+    EventType.MESSAGE_DELIVERY_FAILED: DeliveryFailed,
     EventType.CONVERSATION_OPENED: ConversationChange,
     EventType.CONVERSATION_RESOLVED: ConversationChange,
     EventType.CONVERSATION_REOPENED: ConversationChange,

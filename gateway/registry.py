@@ -20,6 +20,7 @@ Kind = Literal["connector", "backend"]
 CONNECTOR_TYPES: dict[str, str] = {
     "smtp": "connectors.mail.smtp:SmtpConnector",
     "lmtp": "connectors.mail.smtp:LmtpConnector",
+    "smtp_out": "connectors.mail.outbound:SmtpOutConnector",
 }
 BACKEND_TYPES: dict[str, str] = {}
 

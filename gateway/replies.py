@@ -17,7 +17,7 @@ import orjson
 from gateway.config import CoreConfig
 from gateway.dedup import IdempotencyKey, recorded_answer, remember
 from gateway.errors import NotFound
-from gateway.events import Author, Event, EventType, OutboundMessage
+from gateway.events import Author, DeliveryFailed, Event, EventType, OutboundMessage
 from gateway.ids import event_id
 from gateway.store import Store, Tx
 
@@ -51,6 +51,53 @@ class Replies:
         self._store = store
         self.config = config
         self._clock = clock
+
+    async def add_reference(self, conversation_id: str, kind: str, ref: str) -> None:
+        """Make a reference (the Message-ID of a mail sent) lead back to its conversation."""
+        now = self._clock()
+
+        async def unit(tx: Tx) -> None:
+            await tx.put_thread(kind, ref, conversation_id, now)
+
+        await self._store.write(unit)
+
+    async def delivery_failed(
+        self,
+        reply_event_id: str,
+        conversation_id: str,
+        recipient: str | None,
+        reason: str,
+        source: str,
+    ) -> int:
+        """Record on the conversation that a reply will never reach the customer."""
+        now = self._clock()
+
+        async def unit(tx: Tx) -> int:
+            row = await tx.get_conversation(conversation_id)
+            if row is None:
+                raise NotFound(f"no conversation {conversation_id!r}")
+            return await tx.append(
+                Event(
+                    id=event_id(),
+                    type=EventType.MESSAGE_DELIVERY_FAILED,
+                    source=source,
+                    time=datetime.fromtimestamp(now, UTC),
+                    subject=row.id,
+                    conversation_id=row.id,
+                    contact_id=row.contact_id,
+                    data=DeliveryFailed(
+                        channel=row.channel,
+                        conversation_id=row.id,
+                        conversation_number=row.number,
+                        contact_id=row.contact_id,
+                        reply_event_id=reply_event_id,
+                        recipient=recipient,
+                        reason=reason,
+                    ),
+                )
+            )
+
+        return await self._store.write(unit)
 
     async def record(self, reply: Reply) -> ReplyAck:
         async def unit(tx: Tx) -> ReplyAck:

@@ -8,8 +8,9 @@ last offset it handled.
 from __future__ import annotations
 
 import asyncio
+import time
 
-from gateway.store import Store
+from gateway.store import Store, Tx
 
 
 class StreamNotifier:
@@ -54,6 +55,22 @@ class StreamReader:
 
     async def read(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         return await self._store.read_stream(after, limit)
+
+    async def conversation(self, conversation_id: str, limit: int = 1000) -> list[bytes]:
+        """A conversation's events in order (what a reply needs to thread and address)."""
+        return [
+            body for _, body in await self._store.conversation_events(conversation_id, 0, limit)
+        ]
+
+    async def cursor(self, name: str) -> int | None:
+        """A subscriber's durable position: the last offset it finished with."""
+        return await self._store.get_cursor(name)
+
+    async def save_cursor(self, name: str, offset: int) -> None:
+        async def unit(tx: Tx) -> None:
+            await tx.set_cursor(name, offset, time.time())
+
+        await self._store.write(unit)
 
     async def wait(self, after: int, timeout: float) -> bool:
         return await self._notifier.wait_beyond(after, timeout)

@@ -221,6 +221,7 @@ def _constraints(schema: dict[str, Any], with_defaults: bool) -> dict[str, Any]:
         (events.HandleData, False),
         (events.ContactErased, False),
         (events.AutomaticMessage, False),
+        (events.DeliveryFailed, False),
     ],
 )
 def test_document_models_match_pydantic(model: type[BaseModel], with_defaults: bool) -> None:
@@ -371,7 +372,10 @@ async def test_api_answers_match_the_document(client: TestClient) -> None:  # ty
     in_conversation = [e for e in page["events"] if e["subject"] == conv]
     assert in_conversation[: len(detail["events"])] == detail["events"]
     # Every type the API can produce; the email connector's own are checked in its tests.
-    connector_only = {events.EventType.MESSAGE_AUTOMATIC.value}
+    connector_only = {
+        events.EventType.MESSAGE_AUTOMATIC.value,
+        events.EventType.MESSAGE_DELIVERY_FAILED.value,
+    }
     assert {e["type"] for e in page["events"]} == {
         t.value for t in events.EventType
     } - connector_only

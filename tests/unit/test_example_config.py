@@ -55,8 +55,12 @@ def test_the_commented_connector_examples_are_valid() -> None:
         elif blocks and not line.startswith("# # "):
             blocks.append([])  # a blank or other line ends the block
     examples = [b for b in blocks if b]
-    assert {b[0] for b in examples} == {"[connectors.mail]", "[connectors.desk]"}
+    assert {b[0] for b in examples} == {
+        "[connectors.mail]",
+        "[connectors.desk]",
+        "[connectors.outbound]",
+    }
     for block in examples:
         config = parse_config("\n".join(block) + "\n")
         (spec,) = config.components
-        assert spec.type in ("smtp", "lmtp")
+        assert spec.type in ("smtp", "lmtp", "smtp_out")

@@ -1,0 +1,241 @@
+"""The `smtp_out` connector type: an agent's public reply goes to the customer by mail.
+
+It follows the stream from its own durable cursor and sends each public reply
+on an email conversation through the configured relay (aiosmtplib), from the
+support address the customer wrote to, with In-Reply-To and References, the
+conversation's ticket token in the subject, text and HTML alternatives, and a
+Message-ID derived from the reply's event id. That Message-ID is registered
+before sending, so the customer's answer threads back even if it comes at
+once, and a resend after a crash carries the same id. Temporary failures
+retry with capped backoff (the component shows as degraded meanwhile); a
+permanent refusal becomes a delivery_failed event on the conversation.
+Internal notes are never sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import ssl
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any, ClassVar, Literal
+
+import aiosmtplib
+import orjson
+from pydantic import Field
+
+from gateway.component import ComponentContext, ComponentState, Health
+from gateway.config_types import Listen, Secret, Section
+from gateway.events import EventType
+from gateway.units import Duration
+
+BATCH = 100
+WAIT = 30.0
+_REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|fwd?|wg)\s*:\s*)+", re.IGNORECASE)
+
+
+class SmtpOutConfig(Section):
+    relay: Listen  # "HOST:PORT" of the MTA or provider that sends helpline's mail
+    security: Literal["none", "starttls", "tls"] = "starttls"
+    verify_certificate: bool = True
+    username: str = ""
+    password: Secret | None = None
+    # The sender when a conversation names no support address (it started elsewhere).
+    from_address: str = ""
+    # The domain of the Message-IDs helpline makes; empty: this machine's name.
+    message_id_domain: str = ""
+    # A new component sends the replies recorded from now on, not years of history.
+    start: Literal["now", "beginning"] = "now"
+    timeout: Duration = 30.0
+    retry_cap: Duration = Field(default=300.0, ge=1.0)
+
+
+@dataclass(slots=True)
+class Thread:
+    """What a reply needs to know of its conversation."""
+
+    number: int = 0
+    customer: str | None = None
+    support: str | None = None
+    subject: str | None = None
+    message_ids: list[str] = field(default_factory=list)
+
+
+def thread_of(events: list[bytes], domain: str) -> Thread:
+    thread = Thread()
+    for body in events:
+        event = orjson.loads(body)
+        data = event["data"]
+        thread.number = data.get("conversation_number", thread.number)
+        if event["type"] == EventType.MESSAGE_INBOUND and data["channel"] == "email":
+            thread.customer = data["from"]["email"] or thread.customer
+            thread.support = (data.get("recipients") or [thread.support])[0]
+            thread.subject = thread.subject or data.get("subject")
+            if data.get("message_id"):
+                thread.message_ids.append(data["message_id"])
+        elif event["type"] == EventType.MESSAGE_OUTBOUND and not data["internal"]:
+            thread.message_ids.append(message_id_for(event["id"], domain))
+    return thread
+
+
+def message_id_for(event_id: str, domain: str) -> str:
+    return f"{event_id}@{domain}"
+
+
+def compose(
+    reply: dict[str, Any], thread: Thread, *, sender: str, domain: str, token: str
+) -> EmailMessage:
+    data = reply["data"]
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = thread.customer or ""
+    ticket = token.format(number=thread.number)
+    base = _REPLY_PREFIX.sub("", (thread.subject or "Your request").replace(ticket, "")).strip()
+    msg["Subject"] = f"Re: {base} {ticket}"
+    msg["Date"] = formatdate(localtime=False)
+    msg["Message-ID"] = f"<{message_id_for(reply['id'], domain)}>"
+    earlier = [m for m in thread.message_ids if m != message_id_for(reply["id"], domain)]
+    if earlier:
+        msg["In-Reply-To"] = f"<{earlier[-1]}>"
+        msg["References"] = " ".join(f"<{m}>" for m in earlier[-20:])
+    msg["X-Helpline-Conversation"] = data["conversation_id"]
+    msg.set_content(data["text"])
+    if data.get("html"):
+        msg.add_alternative(data["html"], subtype="html")
+    return msg
+
+
+class SmtpOutConnector:
+    config_model: ClassVar[type[SmtpOutConfig]] = SmtpOutConfig
+    is_listener: ClassVar[bool] = False
+
+    def __init__(self, name: str, config: SmtpOutConfig) -> None:
+        self.name = name
+        self.config = config
+        self._state = ComponentState.RUNNING
+        self._since = datetime.now(UTC)
+        self._error: str | None = None
+        self.sent = 0
+        self.failed = 0
+        self._domain = config.message_id_domain or socket.getfqdn()
+
+    @property
+    def key(self) -> str:
+        return f"connectors.{self.name}"
+
+    async def start(self, ctx: ComponentContext) -> None:
+        ctx.create_task(self._run(ctx), "send")
+
+    async def stop(self) -> None:
+        """The send task is owned (and cancelled) by the supervisor; its cursor is durable."""
+
+    def health(self) -> Health:
+        counters = {"sent": self.sent, "failed": self.failed}
+        return Health(self._state, self._since, self._error, counters)
+
+    def _set(self, state: ComponentState, error: str | None) -> None:
+        if state is not self._state:
+            self._since = datetime.now(UTC)
+        self._state, self._error = state, error
+
+    async def _run(self, ctx: ComponentContext) -> None:
+        after = await ctx.stream.cursor(self.key)
+        if after is None:
+            after = ctx.stream.head if self.config.start == "now" else 0
+            await ctx.stream.save_cursor(self.key, after)
+        while True:
+            rows = await ctx.stream.read(after, BATCH)
+            if not rows:
+                await ctx.stream.wait(after, WAIT)
+                continue
+            for offset, body in rows:
+                event = orjson.loads(body)
+                data = event["data"]
+                if (
+                    event["type"] == EventType.MESSAGE_OUTBOUND
+                    and data["channel"] == "email"
+                    and not data["internal"]
+                ):
+                    await self._deliver(ctx, event)
+                    await ctx.stream.save_cursor(self.key, offset)
+                after = offset
+            await ctx.stream.save_cursor(self.key, after)
+
+    async def _deliver(self, ctx: ComponentContext, reply: dict[str, Any]) -> None:
+        conversation = reply["data"]["conversation_id"]
+        thread = thread_of(await ctx.stream.conversation(conversation), self._domain)
+        sender = thread.support or self.config.from_address
+        source = f"/connectors/{self.name}"
+        if not thread.customer or not sender:
+            reason = "no customer email address" if not thread.customer else "no sender address"
+            await ctx.replies.delivery_failed(reply["id"], conversation, None, reason, source)
+            self.failed += 1
+            return
+        token = ctx.ingest.config.conversations.ticket_token
+        msg = compose(reply, thread, sender=sender, domain=self._domain, token=token)
+        await ctx.replies.add_reference(
+            conversation, "email", message_id_for(reply["id"], self._domain)
+        )
+        delay = 1.0
+        while True:
+            try:
+                await self._send(msg, sender, thread.customer)
+            except aiosmtplib.SMTPResponseException as err:
+                if err.code >= 500:
+                    await ctx.replies.delivery_failed(
+                        reply["id"],
+                        conversation,
+                        thread.customer,
+                        f"{err.code} {err.message}",
+                        source,
+                    )
+                    self.failed += 1
+                    return
+                self._retrying(ctx, f"{err.code} {err.message}", delay)
+            except aiosmtplib.SMTPRecipientsRefused as err:
+                reason = "; ".join(f"{r.code} {r.message}" for r in err.recipients)
+                if all(r.code >= 500 for r in err.recipients):
+                    await ctx.replies.delivery_failed(
+                        reply["id"], conversation, thread.customer, reason, source
+                    )
+                    self.failed += 1
+                    return
+                self._retrying(ctx, reason, delay)
+            except (aiosmtplib.SMTPException, OSError, TimeoutError) as err:
+                self._retrying(ctx, f"{type(err).__name__}: {err}", delay)
+            else:
+                self.sent += 1
+                self._set(ComponentState.RUNNING, None)
+                ctx.log.info("mail.sent", event_id=reply["id"], conversation_id=conversation)
+                return
+            await asyncio.sleep(delay)
+            delay = min(self.config.retry_cap, delay * 2)
+
+    def _retrying(self, ctx: ComponentContext, error: str, delay: float) -> None:
+        if self._state is not ComponentState.DEGRADED:
+            ctx.log.warning("mail.send_failed", error=error, retry_in=delay)
+        self._set(ComponentState.DEGRADED, error)
+
+    async def _send(self, msg: EmailMessage, sender: str, recipient: str) -> None:
+        cfg = self.config
+        context = ssl.create_default_context()
+        if not cfg.verify_certificate:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        await aiosmtplib.send(
+            msg,
+            sender=sender,
+            recipients=[recipient],
+            hostname=cfg.relay.host,
+            port=cfg.relay.port,
+            username=cfg.username or None,
+            password=cfg.password.get_secret_value() if cfg.password else None,
+            use_tls=cfg.security == "tls",
+            start_tls=cfg.security == "starttls",
+            tls_context=context,
+            timeout=cfg.timeout,
+        )
