@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -28,6 +29,14 @@ TOKENS = {
     "other": "tok-other-0123456789",
     "crm": "tok-crm-trusted-0123456789",  # trusted: its messages are verified evidence
 }
+
+
+async def until(check: Callable[[], bool], timeout: float = 8.0) -> None:
+    """Wait, with a deadline, for something the daemon does after it has answered."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.02)
 
 
 def free_port() -> int:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -11,7 +9,7 @@ from typing import Any
 import pytest
 
 import gateway.supervisor
-from tests.conftest import LiveDaemon
+from tests.conftest import LiveDaemon, until
 
 
 @pytest.fixture(autouse=True)
@@ -25,13 +23,6 @@ def probe(name: str, marker: Path, extra: str = "") -> str:
 
 def marks(marker: Path) -> list[str]:
     return marker.read_text().splitlines() if marker.exists() else []
-
-
-async def until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.01)
 
 
 async def readiness(live: LiveDaemon) -> tuple[int, dict[str, Any]]:

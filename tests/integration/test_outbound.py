@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from aiosmtpd.smtp import SMTP
 
-from tests.conftest import LiveDaemon, free_port
+from tests.conftest import LiveDaemon, free_port, until
 from tests.integration.test_smtp import inbound, mail, send, smtp_section
 
 
@@ -39,13 +39,6 @@ async def relay() -> AsyncIterator[tuple[Relay, int]]:
     yield sink, port
     server.close()
     await server.wait_closed()
-
-
-async def until(check: Callable[[], bool], timeout: float = 8.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def daemon_with_mail(
