@@ -20,11 +20,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import api, identity, machine, report
+from bench import api, identity, machine, report, smtp
 from bench.load import ensure_wrk, wrk_version
 from bench.procs import REPO_ROOT, BenchError
 
-BENCHMARKS: dict[str, Callable[..., report.Outcome]] = {"api": api.run, "identity": identity.run}
+BENCHMARKS: dict[str, Callable[..., report.Outcome]] = {
+    "api": api.run,
+    "identity": identity.run,
+    "smtp": smtp.run,
+}
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
@@ -65,10 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--runs",
         type=int,
-        help="api: product/baseline pairs (full: 5); identity: rounds (full: 3); quick: 1",
+        help="api: product/baseline pairs (full: 5); identity: rounds (full: 3); "
+        "smtp: rounds (full: 5); quick: 1",
     )
     parser.add_argument("--seconds", type=int, help="seconds per measured run (full: 10)")
-    parser.add_argument("--connections", type=int, help="concurrent clients (full: 50)")
+    parser.add_argument(
+        "--connections", type=int, help="concurrent clients (full: 50; smtp: sessions, 20)"
+    )
     parser.add_argument(
         "--note", action="append", default=[], help="a line for the Notes of RESULTS.md"
     )

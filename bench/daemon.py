@@ -30,11 +30,13 @@ def helpline_executable() -> Path:
     return script
 
 
-def config_text(port: int, secret: str) -> str:
-    """The whole TOML config: a loopback listener and one API token, nothing else."""
-    return (
+def config_text(port: int, secret: str, extra: str = "") -> str:
+    """The whole TOML config: a loopback listener and one API token, then `extra` (more
+    TOML sections a benchmark needs, such as a connector; empty: nothing else)."""
+    text = (
         f'[http]\nlisten = "127.0.0.1:{port}"\n\n[http.tokens.{TOKEN_NAME}]\nsecret = "{secret}"\n'
     )
+    return f"{text}\n{extra.strip()}\n" if extra.strip() else text
 
 
 @dataclass
@@ -67,18 +69,20 @@ def start_daemon(
     *,
     state_dir: Path | None = None,
     deadline: float = 30.0,
+    extra_config: str = "",
 ) -> RunningDaemon:
     """Write the config, start `helpline run` pinned to `core`, return once /readyz is 200.
 
     The state dir is a fresh `work_dir/state` unless `state_dir` names one that
-    already holds a store; `deadline` is how many seconds the daemon has to get ready.
+    already holds a store; `deadline` is how many seconds the daemon has to get ready;
+    `extra_config` is TOML appended to the generated config (see config_text).
     """
     if state_dir is None:
         state_dir = work_dir / "state"
         state_dir.mkdir()
     token = secrets.token_urlsafe(24)
     config_path = work_dir / "helpline.toml"
-    config_path.write_text(config_text(port, token), encoding="utf-8")
+    config_path.write_text(config_text(port, token, extra_config), encoding="utf-8")
     cmd = [
         str(helpline_executable()),
         "run",
