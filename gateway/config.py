@@ -78,6 +78,10 @@ class HttpConfig(Section):
 class IngestConfig(Section):
     idempotency_window: Duration = 7 * 86400.0
     max_text_size: ByteSize = 256 * 1024
+    # One attachment larger than this is listed but not stored.
+    max_attachment_size: ByteSize = 25 * 1024 * 1024
+    # All stored attachments together; past it new ones are listed but not stored.
+    attachment_quota: ByteSize = 10 * 1024**3
 
 
 # Providers where "ann+anything@" reaches "ann@": folded so one person is one handle.

@@ -35,6 +35,7 @@ def tombstone(body: bytes) -> bytes:
         data.update(
             subject=None,
             text="",
+            attachments=[],
             quoted=None,
             html=None,
             external_id=None,
@@ -49,6 +50,12 @@ def tombstone(body: bytes) -> bytes:
     return orjson.dumps(envelope)
 
 
+async def _erase(tx: Tx, seq: int, body: bytes) -> None:
+    """Tombstone one event, and let go of attachments nothing else uses."""
+    await tx.replace_event_body(seq, tombstone(body))
+    await tx.drop_attachments_of(orjson.loads(body)["id"])
+
+
 async def erase_contact(
     tx: Tx, contact_id: str, *, now: float, source: str, reason: str | None
 ) -> int:
@@ -59,7 +66,7 @@ async def erase_contact(
     survivor = ids[0]
     erased = 0
     for seq, body in await tx.events_of_contacts(ids):
-        await tx.replace_event_body(seq, tombstone(body))
+        await _erase(tx, seq, body)
         erased += 1
     await tx.erase_contacts(ids, now)
     event = Event(
@@ -95,7 +102,7 @@ async def expire_content(
                 if at >= cutoff:
                     break
                 if kind in _EXPIRING and not erased:
-                    await tx.replace_event_body(seq, tombstone(body))
+                    await _erase(tx, seq, body)
                     expired += 1
                 last = seq
             if last != after:

@@ -59,6 +59,20 @@ class Author(EventData):
     name: str | None = None
 
 
+class AttachmentData(EventData):
+    """An attachment of a message; fetch its content at GET /v1/attachments/{id}."""
+
+    id: str | None = Field(description="att_ + the SHA-256 of the content; null if not stored")
+    filename: str | None
+    content_type: str = Field(description="what the bytes are, where they prove it")
+    declared_type: str = Field(description="what the sender declared")
+    size: int
+    inline: bool = False
+    content_id: str | None = None
+    stored: bool = True
+    note: str | None = None
+
+
 class InboundMessage(EventData):
     channel: Channel
     conversation_id: str
@@ -84,6 +98,7 @@ class InboundMessage(EventData):
         default=None,
         description="email: a trusted MTA's verdict on the sender (dmarc=pass, dmarc=fail)",
     )
+    attachments: list[AttachmentData] = Field(default_factory=list)
     duplicate_of: str | None = Field(
         default=None,
         description="an earlier event of the same contact with nearly the same text",

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 import orjson
 
+from gateway.attachments import NewAttachment, store_attachments
 from gateway.automatic import AutomaticInbound, record_automatic
 from gateway.config import Channel, CoreConfig
 from gateway.contact_graph import UNVERIFIED, Evidence, resolve_contact
@@ -51,6 +52,7 @@ class Inbound:
     references: tuple[str, ...] = ()
     ticket: ThreadRef | None = None  # a ticket token found in the subject
     sender_auth: str | None = None  # what a trusted checker said of the sender: "dmarc=pass"
+    attachments: tuple[NewAttachment, ...] = ()
     recipients: tuple[str, ...] = ()
     raw_id: int | None = None
 
@@ -217,6 +219,9 @@ class Ingestor:
             new_contact=resolved.created,
         )
         accepted = datetime.fromtimestamp(now, UTC)
+        attachments = await store_attachments(
+            tx, message_id, item.attachments, self.config.ingest, now
+        )
         event = Event(
             id=message_id,
             type=EventType.MESSAGE_INBOUND,
@@ -245,6 +250,7 @@ class Ingestor:
                 message_id=item.message_id,
                 recipients=list(item.recipients),
                 sender_auth=item.sender_auth,
+                attachments=attachments,
                 duplicate_of=duplicate_of,
                 sent_at=clamp_sent_at(item.sent_at, accepted),
                 accepted_at=accepted,

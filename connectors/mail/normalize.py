@@ -17,6 +17,7 @@ from connectors.mail.hooks import RecipientPolicy
 from connectors.mail.loops import Automatic, classify
 from connectors.mail.parse import ParsedMail, parse_mail
 from connectors.mail.sender_auth import Verdict, dmarc_verdict
+from gateway.attachments import NewAttachment
 from gateway.automatic import AutomaticInbound
 from gateway.contact_graph import UNVERIFIED, Evidence
 from gateway.conversations import ThreadRef, ticket_in
@@ -71,6 +72,10 @@ def to_inbound(
         raw_id=raw_id,
         evidence=Evidence(True, "dmarc_pass") if dmarc == "pass" else UNVERIFIED,
         sender_auth=f"dmarc={dmarc}" if dmarc else None,
+        attachments=tuple(
+            NewAttachment(a.filename, a.content_type, a.data, a.content_id, a.inline)
+            for a in parsed.attachments
+        ),
     )
 
 

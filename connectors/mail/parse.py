@@ -32,6 +32,7 @@ class AttachmentInfo:
     size: int  # decoded bytes
     content_id: str | None  # without angle brackets
     inline: bool
+    data: bytes = field(default=b"", repr=False)  # the decoded content
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +174,15 @@ class _Body:
         else:
             declared = (_raw(part, "content-type", self.defects) or "").split(";")[0]
             cid = normalize_msgid(_raw(part, "content-id", self.defects))
+            payload = _payload(part)
             self.attachments.append(
                 AttachmentInfo(
                     filename=filename,
                     content_type=declared.strip().lower() if "/" in declared else ctype,
-                    size=len(_payload(part)),
+                    size=len(payload),
                     content_id=cid,
                     inline=disposition == "inline" or (disposition is None and cid is not None),
+                    data=payload,
                 )
             )
 

@@ -247,6 +247,12 @@ class SqliteStore:
             for i, c, at, frm, r, k, b in rows
         ]
 
+    async def get_attachment(self, sha256: str) -> tuple[str, bytes] | None:
+        row = self._reader.execute(
+            "SELECT content_type, data FROM attachments WHERE sha256 = ?", (sha256,)
+        ).fetchone()
+        return (str(row[0]), bytes(row[1])) if row else None
+
     async def get_cursor(self, name: str) -> int | None:
         row = self._reader.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
         return int(row[0]) if row else None

@@ -248,6 +248,40 @@ class SqliteTx:
         self._conn.execute("DELETE FROM fingerprint_bands WHERE at < ?", (before,))
         return int(self._conn.execute("DELETE FROM fingerprints WHERE at < ?", (before,)).rowcount)
 
+    async def attachment_bytes(self) -> int:
+        return int(self._conn.execute("SELECT total(size) FROM attachments").fetchone()[0])
+
+    async def has_attachment(self, sha256: str) -> bool:
+        found = self._conn.execute("SELECT 1 FROM attachments WHERE sha256 = ?", (sha256,))
+        return found.fetchone() is not None
+
+    async def put_attachment(self, sha256: str, content_type: str, data: bytes, now: float) -> bool:
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO attachments (sha256, content_type, size, data, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (sha256, content_type, len(data), data, now),
+        )
+        return cursor.rowcount == 1
+
+    async def ref_attachment(self, event_id: str, sha256: str) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO attachment_refs (event_id, sha256) VALUES (?, ?)",
+            (event_id, sha256),
+        )
+
+    async def drop_attachments_of(self, event_id: str) -> None:
+        """Forget an event's attachments; content no other event uses goes with them."""
+        gone = self._conn.execute(
+            "SELECT sha256 FROM attachment_refs WHERE event_id = ?", (event_id,)
+        ).fetchall()
+        self._conn.execute("DELETE FROM attachment_refs WHERE event_id = ?", (event_id,))
+        for (sha,) in gone:
+            self._conn.execute(
+                "DELETE FROM attachments WHERE sha256 = ? AND NOT EXISTS "
+                "(SELECT 1 FROM attachment_refs WHERE sha256 = ?)",
+                (sha, sha),
+            )
+
     async def put_raw_mail(
         self,
         connector: str,

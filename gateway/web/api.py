@@ -32,6 +32,7 @@ from gateway.web.sse import serve_sse
 MAX_IDEMPOTENCY_KEY = 255
 MAX_OFFSET = 2**62
 _WHOLE = re.compile(r"[0-9]{1,19}")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def _json(data: object, status: int = 200) -> web.Response:
@@ -315,6 +316,27 @@ async def post_erase(request: web.Request) -> web.Response:
     return await _contact_action(request, erase_contact)
 
 
+async def get_attachment(request: web.Request) -> web.Response:
+    """An attachment's content; its id is att_ + the SHA-256 of the bytes."""
+    ctx = context(request)
+    ctx.tokens.caller(request)
+    wanted = request.match_info["attachment_id"]
+    sha = wanted.removeprefix("att_")
+    found = await ctx.store.get_attachment(sha) if _SHA256.fullmatch(sha) else None
+    if found is None:
+        raise NotFound(f"no attachment {wanted!r}")
+    content_type, data = found
+    return web.Response(
+        body=data,
+        headers={
+            "Content-Type": content_type,
+            "Content-Disposition": "attachment",
+            "X-Content-Type-Options": "nosniff",
+            "Cache-Control": "private, max-age=86400, immutable",
+        },
+    )
+
+
 def add_routes(app: web.Application) -> None:
     app.router.add_post("/v1/messages", post_message)
     app.router.add_get("/v1/stream", get_stream)
@@ -327,3 +349,4 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/v1/contacts/{contact_id}", get_contact)
     app.router.add_post("/v1/contacts/{contact_id}/split", post_split)
     app.router.add_post("/v1/contacts/{contact_id}/erase", post_erase)
+    app.router.add_get("/v1/attachments/{attachment_id}", get_attachment)

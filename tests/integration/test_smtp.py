@@ -9,6 +9,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ def send(
 ) -> Any:
     with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
         client.ehlo("client.example.org")
-        raw = msg if isinstance(msg, bytes) else msg.as_bytes()
+        raw = msg if isinstance(msg, bytes) else msg.as_bytes(policy=SMTP_POLICY)  # CRLF
         return client.sendmail(sender, to, raw)
 
 

@@ -222,6 +222,7 @@ def _constraints(schema: dict[str, Any], with_defaults: bool) -> dict[str, Any]:
         (events.ContactErased, False),
         (events.AutomaticMessage, False),
         (events.DeliveryFailed, False),
+        (events.AttachmentData, False),
     ],
 )
 def test_document_models_match_pydantic(model: type[BaseModel], with_defaults: bool) -> None:
