@@ -141,9 +141,11 @@ class Ingestor:
 
         return await self._store.write(unit)
 
-    async def pending_raw_mail(self, connector: str, limit: int = 500) -> list[RawMail]:
+    async def pending_raw_mail(
+        self, connector: str, after: int = 0, limit: int = 500
+    ) -> list[RawMail]:
         """Mail a connector accepted but did not finish normalizing (a crash in between)."""
-        return await self._store.pending_raw_mail(connector, limit)
+        return await self._store.pending_raw_mail(connector, after, limit)
 
     async def ingest_automatic(self, item: AutomaticInbound) -> str | None:
         """Record mail no human wrote on the conversation it names; it never opens one."""

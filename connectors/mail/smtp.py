@@ -223,7 +223,7 @@ class SmtpConnector:
         except OSError as err:
             raise PermanentStartError(f"cannot listen on {cfg.listen}: {err.strerror}") from err
         ctx.log.info("mail.listening", address=str(cfg.listen), lmtp=self.lmtp)
-        ctx.create_task(self._recover(ctx, schedule), "recover")
+        ctx.create_task(self._recover(ctx, own, trusted), "recover")
 
     def _tls_context(self) -> ssl.SSLContext | None:
         cfg = self.config
@@ -246,13 +246,33 @@ class SmtpConnector:
             return await loop.create_unix_server(make, path=where.path)
         return await loop.create_server(make, host=where.host, port=where.port)
 
-    async def _recover(self, ctx: ComponentContext, schedule: Any) -> None:
-        """Normalize what a previous run accepted but did not finish (a crash in between)."""
-        pending = await ctx.ingest.pending_raw_mail(self.key, RECOVERY_BATCH)
-        for mail in pending:
-            schedule(mail.id, mail.raw, list(mail.recipients), mail.dedup_key, mail.mail_from)
-        if pending:
-            ctx.log.info("mail.recovered", messages=len(pending))
+    async def _recover(
+        self, ctx: ComponentContext, own: RecipientPolicy, trusted: frozenset[str]
+    ) -> None:
+        """Normalize what a previous run accepted but did not finish (a crash in between),
+        a batch at a time, however many there are."""
+        after, total = 0, 0
+        source = f"/connectors/{self.name}"
+        while batch := await ctx.ingest.pending_raw_mail(self.key, after, RECOVERY_BATCH):
+            await asyncio.gather(
+                *(
+                    normalize(
+                        ctx.ingest,
+                        mail.raw,
+                        source=source,
+                        raw_id=mail.id,
+                        recipients=list(mail.recipients),
+                        key=mail.dedup_key,
+                        mail_from=mail.mail_from,
+                        own=own,
+                        trusted=trusted,
+                    )
+                    for mail in batch
+                )
+            )
+            after, total = batch[-1].id, total + len(batch)
+        if total:
+            ctx.log.info("mail.recovered", messages=total)
 
     async def stop(self) -> None:
         """Stop accepting, let sessions in DATA finish their commit, then close the rest."""

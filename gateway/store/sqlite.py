@@ -236,11 +236,12 @@ class SqliteStore:
         ).fetchone()
         return str(row[0]) if row else None
 
-    async def pending_raw_mail(self, connector: str, limit: int) -> list[RawMail]:
+    async def pending_raw_mail(self, connector: str, after: int, limit: int) -> list[RawMail]:
         rows = self._reader.execute(
             "SELECT id, connector, received_at, mail_from, recipients, dedup_key, raw "
-            "FROM raw_mail WHERE connector = ? AND state = 'pending' ORDER BY id LIMIT ?",
-            (connector, limit),
+            "FROM raw_mail WHERE connector = ? AND state = 'pending' AND id > ? "
+            "ORDER BY id LIMIT ?",
+            (connector, after, limit),
         ).fetchall()
         return [
             RawMail(int(i), str(c), float(at), frm, tuple(str(r).split("\n")), str(k), bytes(b))

@@ -241,27 +241,44 @@ async def test_lmtp_answers_once_per_recipient(make_daemon: Callable[..., Any]) 
 
 
 async def test_mail_accepted_before_a_crash_is_normalized_at_start(
-    make_daemon: Callable[..., Any],
+    make_daemon: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """What a previous run committed and answered 250 for, but never normalized."""
+    """What a previous run committed and answered 250 for, but never normalized: all of it,
+    however many batches it takes."""
+    import connectors.mail.smtp
+
+    monkeypatch.setattr(connectors.mail.smtp, "RECOVERY_BATCH", 2)
     port = free_port()
     live = await make_daemon(smtp_section(port))
-    raw = mail(
-        "bob@example.org", "support@example.com", "Left over", "accepted just before the crash"
-    ).as_bytes()
-    raw_id = await live.daemon.ingestor.accept_raw_mail(
-        "connectors.mail", "bob@example.org", ["support@example.com"], raw, "mid:left@x:0"
-    )
+    raw_ids = []
+    for n in range(5):
+        raw = mail(
+            f"bob{n}@example.org",
+            "support@example.com",
+            f"Left over {n}",
+            "accepted just before the crash",
+        ).as_bytes()
+        raw_ids.append(
+            await live.daemon.ingestor.accept_raw_mail(
+                "connectors.mail",
+                f"bob{n}@example.org",
+                ["support@example.com"],
+                raw,
+                f"mid:left{n}@x:0",
+            )
+        )
     assert await inbound(live, 1, timeout=0.3) == []
-    # A restart of the connector (as at the daemon's next start) picks it up.
+    # A restart of the connector (as at the daemon's next start) picks them up.
     supervisor = live.daemon._supervisors["connectors.mail"]
     await supervisor.stop()
     await live.daemon._start_component(supervisor.spec)
-    (event,) = await inbound(live, 1)
-    assert event["data"]["from"]["email"] == "bob@example.org"
+    events = await inbound(live, 5)
+    assert sorted(e["data"]["from"]["email"] for e in events) == [
+        f"bob{n}@example.org" for n in range(5)
+    ]
     with sqlite3.connect(live.daemon.store.path) as db:
-        state = db.execute("SELECT state, event_id FROM raw_mail WHERE id = ?", (raw_id,))
-        assert state.fetchone() == ("done", event["id"])
+        states = db.execute("SELECT state FROM raw_mail ORDER BY id").fetchall()
+    assert states == [("done",)] * 5
 
 
 async def test_a_mail_without_a_sender_is_kept_not_lost(smtp: tuple[LiveDaemon, int]) -> None:
