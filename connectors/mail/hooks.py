@@ -79,8 +79,11 @@ class MailHandler:
             raw_id = await self._ingest.accept_raw_mail(
                 self._connector, mail_from, recipients, raw, key
             )
-        except StoreError as err:
-            log.warning("mail.deferred", connector=self._connector, error=str(err))
+        except Exception as err:  # anything unexpected is "try later", never a 5xx
+            if isinstance(err, StoreError):
+                log.warning("mail.deferred", connector=self._connector, error=str(err))
+            else:
+                log.exception("mail.accept_failed", connector=self._connector)
             if self._lmtp:
                 return "\r\n".join(replies.lmtp_try_later(r) for r in recipients)
             return replies.TRY_LATER
