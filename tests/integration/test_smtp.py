@@ -363,3 +363,22 @@ async def test_dmarc_verdicts_of_a_trusted_relay(make_daemon: Callable[..., Any]
     assert events[0]["data"]["sender_auth"] == "dmarc=pass"
     assert events[1]["data"]["sender_auth"] == "dmarc=fail"
     assert events[1]["subject"] != events[0]["subject"]  # a failed sender's reference is ignored
+
+
+async def test_a_surprise_at_data_is_a_temporary_answer(
+    smtp: tuple[LiveDaemon, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    live, port = smtp
+
+    async def broken(*args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("a bug, not the sender's fault")
+
+    monkeypatch.setattr(live.daemon.ingestor, "accept_raw_mail", broken)
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await asyncio.to_thread(
+            send,
+            port,
+            mail("ann@example.org", "support@example.com", "s", "some text here"),
+            ["support@example.com"],
+        )
+    assert info.value.smtp_code == 451  # the sender keeps the mail and retries
