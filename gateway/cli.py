@@ -11,8 +11,9 @@ import argparse
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
@@ -180,18 +181,26 @@ async def _stream(args: argparse.Namespace, config: Config) -> int:
     return EX_OK
 
 
-def cmd_stream(args: argparse.Namespace) -> int:
+def _against_daemon(
+    args: argparse.Namespace,
+    work: Callable[[argparse.Namespace, Config], Coroutine[Any, Any, int]],
+) -> int:
+    """Run a command that talks to the running daemon over its HTTP API."""
     try:
         config = _load_quiet(args)
     except ConfigError as err:
         return _report_config_error(err)
     try:
-        return asyncio.run(_stream(args, config))
+        return asyncio.run(work(args, config))
     except aiohttp.ClientError as err:
         print(f"helpline: cannot reach the daemon: {err}", file=sys.stderr)
         return EX_FAILURE
     except KeyboardInterrupt:
         return EX_OK
+
+
+def cmd_stream(args: argparse.Namespace) -> int:
+    return _against_daemon(args, _stream)
 
 
 async def _contacts(args: argparse.Namespace, config: Config) -> int:
@@ -219,15 +228,7 @@ def cmd_contacts(args: argparse.Namespace) -> int:
     if args.action == "erase" and not args.yes:
         print("helpline: erasing cannot be undone; add --yes to erase", file=sys.stderr)
         return EX_USAGE
-    try:
-        config = _load_quiet(args)
-    except ConfigError as err:
-        return _report_config_error(err)
-    try:
-        return asyncio.run(_contacts(args, config))
-    except aiohttp.ClientError as err:
-        print(f"helpline: cannot reach the daemon: {err}", file=sys.stderr)
-        return EX_FAILURE
+    return _against_daemon(args, _contacts)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,10 @@ class Inbound:
     text: str
     name: str | None = None
     subject: str | None = None
+    # Set by a connector that already cut the quoted history and signature out of `text`
+    # (into `quoted`), so the core does not scan for them a second time.
     quoted: str | None = None
+    own_text_only: bool = False
     html: str | None = None
     external_id: str | None = None
     thread: ThreadRef | None = None
@@ -167,7 +170,7 @@ class Ingestor:
         if not item.handles.ordered():
             raise ValueError("an inbound item needs at least one handle")
 
-        fp = prepare(item.text, self.config.near_duplicates)
+        fp = prepare(item.text, self.config.near_duplicates, own_only=item.own_text_only)
 
         async def unit(tx: Tx) -> Ack:
             return await self._ingest(tx, item, fp)

@@ -30,10 +30,15 @@ ANONYMOUS_REASON = "the same text from an anonymous visitor and another contact,
 LINK_MIN_SHINGLES = 24
 
 
-def prepare(text: str, config: NearDuplicatesConfig) -> Fingerprint | None:
-    """The fingerprint of a text's start; computed before the transaction, off its path."""
+def prepare(
+    text: str, config: NearDuplicatesConfig, *, own_only: bool = False
+) -> Fingerprint | None:
+    """The fingerprint of a text's start; computed before the transaction, off its path.
+
+    `own_only`: the text holds only the sender's own words (quotes already cut).
+    """
     head = text.encode()[: config.max_text].decode(errors="ignore")
-    return fingerprint(head)
+    return fingerprint(head, own_only=own_only)
 
 
 async def is_anonymous(tx: Tx, contact_id: str, handles: list[Handle]) -> bool:

@@ -103,7 +103,7 @@ class _CharMap(dict[int, str]):
 _CHARS = _CharMap()
 
 
-def clean_text(text: str) -> str:
+def clean_text(text: str, *, own_only: bool = False) -> str:
     """The words of a message's own text: lower case, separated by single spaces.
 
     Dropped: lines starting with '>' (quoted); everything from an attribution line on ("On ...
@@ -114,7 +114,9 @@ def clean_text(text: str) -> str:
     and lower-cased; every character that is not a letter, a digit or a combining mark (needed
     by Thai and Indic scripts) becomes a space; runs of whitespace collapse into one space.
     """
-    kept = split_reply(unicodedata.normalize("NFKC", text))[0]
+    kept = unicodedata.normalize("NFKC", text)
+    if not own_only:  # the caller may have cut quotes and signature already
+        kept = split_reply(kept)[0]
     kept = kept.lower()
     for short, full in _NOT_IRREGULAR:
         kept = kept.replace(short, full)
@@ -184,14 +186,14 @@ def _shingle_hashes(tokens: list[str]) -> set[int]:
     return hashes
 
 
-def fingerprint(text: str) -> Fingerprint | None:
+def fingerprint(text: str, *, own_only: bool = False) -> Fingerprint | None:
     """The fingerprint of a message, or None when its own text has fewer than 3 words.
 
     Such a message ("hi", "thanks!", "ok great", "ありがとう") is too short to judge and is
     never a near duplicate of anything. Unspaced scripts count about one word per two
     characters.
     """
-    tokens, words = _words(clean_text(text))
+    tokens, words = _words(clean_text(text, own_only=own_only))
     if words < MIN_WORDS:
         return None
     hashes = _shingle_hashes(tokens)

@@ -61,6 +61,7 @@ def to_inbound(
         subject=parsed.subject,
         text=own,
         quoted=quoted or None,
+        own_text_only=True,
         html=nh3.clean(parsed.html) if parsed.html else None,
         sent_at=parsed.date,
         # Keyed per channel, not per listener: the same mail by SMTP and by IMAP is one event.
