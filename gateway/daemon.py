@@ -258,6 +258,8 @@ class Daemon:
         for key, sup in self._supervisors.items():
             up = components[key].state in (ComponentState.RUNNING, ComponentState.DEGRADED)
             self.metrics.component_up.labels(sup.name, sup.spec.kind).set(1 if up else 0)
+            for counter, value in components[key].counters.items():
+                self.metrics.component_counter.labels(sup.name, counter).set(value)
         status = "unready" if not ready else "degraded" if degraded else "ready"
         return ready, {
             "status": status,

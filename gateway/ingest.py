@@ -26,7 +26,7 @@ from gateway.ids import event_id
 from gateway.metrics import Metrics
 from gateway.near_duplicates import flag, prepare
 from gateway.similarity import Fingerprint
-from gateway.store import RawMail, Store, Tx
+from gateway.store import MailboxPosition, RawMail, Store, Tx
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +143,46 @@ class Ingestor:
             )
 
         return await self._store.write(unit)
+
+    async def accept_fetched_mail(
+        self,
+        connector: str,
+        position: MailboxPosition | None,
+        recipients: list[str],
+        raw: bytes,
+        dedup_key: str,
+    ) -> int | None:
+        """Commit a mail read from a mailbox together with the mailbox position past it
+        (when the mailbox has one yet).
+
+        One transaction, so a restart neither re-reads nor skips it. None when the same
+        mail is held already (it came by SMTP too, or the mailbox is read again after a
+        UIDVALIDITY change): then only the position moves.
+        """
+        now = self._clock()
+
+        async def unit(tx: Tx) -> int | None:
+            if position is not None:
+                await tx.put_mailbox_position(connector, position, now)
+            if await tx.raw_mail_known(dedup_key):
+                return None
+            return await tx.put_raw_mail(
+                connector, now, None, recipients, dedup_key=dedup_key, raw=raw
+            )
+
+        return await self._store.write(unit)
+
+    async def mailbox_position(self, connector: str, mailbox: str) -> MailboxPosition | None:
+        return await self._store.mailbox_position(connector, mailbox)
+
+    async def set_mailbox_position(self, connector: str, position: MailboxPosition) -> None:
+        """Record a position that covers no new mail: marking done, a fresh UIDVALIDITY."""
+        now = self._clock()
+
+        async def unit(tx: Tx) -> None:
+            await tx.put_mailbox_position(connector, position, now)
+
+        await self._store.write(unit)
 
     async def pending_raw_mail(
         self, connector: str, after: int = 0, limit: int = 500

@@ -69,6 +69,12 @@ class Metrics:
             ["component", "kind"],
             registry=r,
         )
+        self.component_counter = Gauge(
+            "helpline_component_counter",
+            "A count a connector or backend reports in its health (fetched, reconnects...)",
+            ["component", "counter"],
+            registry=r,
+        )
         self.idempotency_keys = Gauge(
             "helpline_idempotency_keys",
             "Idempotency keys remembered (bounded by the window)",

@@ -9,6 +9,7 @@ dropped; a store that cannot take it now is retried with backoff.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import nh3
 import structlog
@@ -33,6 +34,7 @@ log = structlog.get_logger("connectors.mail")
 
 RETRY_START = 0.5
 RETRY_CAP = 30.0
+RECOVERY_BATCH = 200
 
 
 def to_inbound(
@@ -154,3 +156,43 @@ async def normalize(
             log.warning("mail.normalize_deferred", raw_id=raw_id, error=str(err), retry_in=delay)
             await asyncio.sleep(delay)
             delay = min(RETRY_CAP, delay * 2)
+
+
+@dataclass(frozen=True, slots=True)
+class MailIntake:
+    """What every mail connector normalizes with: where its mail comes from, its own
+    addresses (mail from them is a loop) and the checkers whose verdicts it believes."""
+
+    ingest: Ingestor
+    source: str
+    own: RecipientPolicy
+    trusted: frozenset[str] = frozenset()
+
+    async def normalize(
+        self, raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
+    ) -> None:
+        await normalize(
+            self.ingest,
+            raw,
+            source=self.source,
+            raw_id=raw_id,
+            recipients=recipients,
+            key=key,
+            mail_from=mail_from,
+            own=self.own,
+            trusted=self.trusted,
+        )
+
+    async def recover(self, connector: str) -> int:
+        """Normalize what a previous run accepted but did not finish (a crash in between),
+        a batch at a time, however many there are."""
+        after, total = 0, 0
+        while batch := await self.ingest.pending_raw_mail(connector, after, RECOVERY_BATCH):
+            await asyncio.gather(
+                *(
+                    self.normalize(m.id, m.raw, list(m.recipients), m.dedup_key, m.mail_from)
+                    for m in batch
+                )
+            )
+            after, total = batch[-1].id, total + len(batch)
+        return total

@@ -25,12 +25,10 @@ from pydantic import Field, field_validator, model_validator
 
 from connectors.mail import replies
 from connectors.mail.hooks import MailHandler, RecipientPolicy
-from connectors.mail.normalize import normalize
+from connectors.mail.normalize import MailIntake
 from gateway.component import ComponentContext, ComponentState, Health, PermanentStartError
 from gateway.config_types import Listen, ListenAddress, Secret, Section, parse_listen
 from gateway.units import ByteSize, Duration
-
-RECOVERY_BATCH = 200
 
 
 class SmtpConfig(Section):
@@ -173,25 +171,15 @@ class SmtpConnector:
     async def start(self, ctx: ComponentContext) -> None:
         self._ctx = ctx
         cfg = self.config
-        source = f"/connectors/{self.name}"
 
         own = RecipientPolicy(cfg.recipients)
         trusted = frozenset(a.lower() for a in cfg.trusted_authserv_ids)
+        intake = MailIntake(ctx.ingest, f"/connectors/{self.name}", own, trusted)
 
         def schedule(
             raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
         ) -> None:
-            job = normalize(
-                ctx.ingest,
-                raw,
-                source=source,
-                raw_id=raw_id,
-                recipients=recipients,
-                key=key,
-                mail_from=mail_from,
-                own=own,
-                trusted=trusted,
-            )
+            job = intake.normalize(raw_id, raw, recipients, key, mail_from)
             ctx.create_task(job, f"normalize-{raw_id}")
 
         self._handler = MailHandler(self.key, ctx.ingest, own, schedule, self.lmtp)
@@ -223,7 +211,7 @@ class SmtpConnector:
         except OSError as err:
             raise PermanentStartError(f"cannot listen on {cfg.listen}: {err.strerror}") from err
         ctx.log.info("mail.listening", address=str(cfg.listen), lmtp=self.lmtp)
-        ctx.create_task(self._recover(ctx, own, trusted), "recover")
+        ctx.create_task(self._recover(ctx, intake), "recover")
 
     def _tls_context(self) -> ssl.SSLContext | None:
         cfg = self.config
@@ -246,32 +234,8 @@ class SmtpConnector:
             return await loop.create_unix_server(make, path=where.path)
         return await loop.create_server(make, host=where.host, port=where.port)
 
-    async def _recover(
-        self, ctx: ComponentContext, own: RecipientPolicy, trusted: frozenset[str]
-    ) -> None:
-        """Normalize what a previous run accepted but did not finish (a crash in between),
-        a batch at a time, however many there are."""
-        after, total = 0, 0
-        source = f"/connectors/{self.name}"
-        while batch := await ctx.ingest.pending_raw_mail(self.key, after, RECOVERY_BATCH):
-            await asyncio.gather(
-                *(
-                    normalize(
-                        ctx.ingest,
-                        mail.raw,
-                        source=source,
-                        raw_id=mail.id,
-                        recipients=list(mail.recipients),
-                        key=mail.dedup_key,
-                        mail_from=mail.mail_from,
-                        own=own,
-                        trusted=trusted,
-                    )
-                    for mail in batch
-                )
-            )
-            after, total = batch[-1].id, total + len(batch)
-        if total:
+    async def _recover(self, ctx: ComponentContext, intake: MailIntake) -> None:
+        if total := await intake.recover(self.key):
             ctx.log.info("mail.recovered", messages=total)
 
     async def stop(self) -> None:

@@ -141,6 +141,16 @@ class RawMail:
     raw: bytes
 
 
+@dataclass(frozen=True, slots=True)
+class MailboxPosition:
+    """How far an IMAP mailbox was read (`uid`) and flagged or moved (`marked_uid`)."""
+
+    mailbox: str
+    uidvalidity: int
+    uid: int
+    marked_uid: int
+
+
 class Tx(Protocol):
     """The write operations a unit of work may use, inside one grouped transaction."""
 
@@ -239,6 +249,12 @@ class Tx(Protocol):
 
     async def fail_raw_mail(self, raw_id: int, error: str) -> None: ...
 
+    async def raw_mail_known(self, dedup_key: str) -> bool: ...
+
+    async def put_mailbox_position(
+        self, connector: str, position: MailboxPosition, now: float
+    ) -> None: ...
+
     async def conversation_by_thread(self, kind: str, ref: str) -> ConversationRow | None: ...
 
     async def conversation_by_number(self, number: int) -> ConversationRow | None: ...
@@ -302,6 +318,8 @@ class Store(Protocol):
     async def get_cursor(self, name: str) -> int | None: ...
 
     async def pending_raw_mail(self, connector: str, after: int, limit: int) -> list[RawMail]: ...
+
+    async def mailbox_position(self, connector: str, mailbox: str) -> MailboxPosition | None: ...
 
     async def get_attachment(self, sha256: str) -> tuple[str, bytes] | None: ...
 

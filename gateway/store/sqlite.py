@@ -25,6 +25,7 @@ from gateway.store import (
     ContactRow,
     ConversationRow,
     HandleRecord,
+    MailboxPosition,
     RawMail,
     StoreClosed,
     StoreHealth,
@@ -247,6 +248,14 @@ class SqliteStore:
             RawMail(int(i), str(c), float(at), frm, tuple(str(r).split("\n")), str(k), bytes(b))
             for i, c, at, frm, r, k, b in rows
         ]
+
+    async def mailbox_position(self, connector: str, mailbox: str) -> MailboxPosition | None:
+        row = self._reader.execute(
+            "SELECT uidvalidity, uid, marked_uid FROM mailbox_positions "
+            "WHERE connector = ? AND mailbox = ?",
+            (connector, mailbox),
+        ).fetchone()
+        return MailboxPosition(mailbox, int(row[0]), int(row[1]), int(row[2])) if row else None
 
     async def get_attachment(self, sha256: str) -> tuple[str, bytes] | None:
         row = self._reader.execute(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlite3
 
 from gateway.events import Event
-from gateway.store import ConversationRow, Handle, IdempotencyRecord
+from gateway.store import ConversationRow, Handle, IdempotencyRecord, MailboxPosition
 
 _CONVERSATION_COLUMNS = (
     "id, number, contact_id, status, channel, channels, created_at, last_activity_at, "
@@ -310,6 +310,31 @@ class SqliteTx:
     async def fail_raw_mail(self, raw_id: int, error: str) -> None:
         self._conn.execute(
             "UPDATE raw_mail SET state = 'failed', error = ? WHERE id = ?", (error, raw_id)
+        )
+
+    async def raw_mail_known(self, dedup_key: str) -> bool:
+        row = self._conn.execute(
+            "SELECT 1 FROM raw_mail WHERE dedup_key = ? LIMIT 1", (dedup_key,)
+        ).fetchone()
+        return row is not None
+
+    async def put_mailbox_position(
+        self, connector: str, position: MailboxPosition, now: float
+    ) -> None:
+        self._conn.execute(
+            "INSERT INTO mailbox_positions "
+            "(connector, mailbox, uidvalidity, uid, marked_uid, updated_at) "
+            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connector, mailbox) DO UPDATE SET "
+            "uidvalidity = excluded.uidvalidity, uid = excluded.uid, "
+            "marked_uid = excluded.marked_uid, updated_at = excluded.updated_at",
+            (
+                connector,
+                position.mailbox,
+                position.uidvalidity,
+                position.uid,
+                position.marked_uid,
+                now,
+            ),
         )
 
     async def get_cursor(self, name: str) -> int | None:

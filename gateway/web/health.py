@@ -54,6 +54,7 @@ async def metrics(request: web.Request) -> web.Response:
     if not _metrics_allowed(request):
         raise web.HTTPUnauthorized(reason="Unauthorized", text="wrong [http] metrics_token")
     ctx = context(request)
+    ctx.readiness()  # brings the component gauges up to date
     store = ctx.store.health()
     ctx.metrics.pending_ingests.set(store.pending)
     ctx.metrics.stream_head.set(store.head_offset)

@@ -245,9 +245,9 @@ async def test_mail_accepted_before_a_crash_is_normalized_at_start(
 ) -> None:
     """What a previous run committed and answered 250 for, but never normalized: all of it,
     however many batches it takes."""
-    import connectors.mail.smtp
+    import connectors.mail.normalize
 
-    monkeypatch.setattr(connectors.mail.smtp, "RECOVERY_BATCH", 2)
+    monkeypatch.setattr(connectors.mail.normalize, "RECOVERY_BATCH", 2)
     port = free_port()
     live = await make_daemon(smtp_section(port))
     raw_ids = []

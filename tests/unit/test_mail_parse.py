@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -186,27 +185,6 @@ def test_normalize_msgid() -> None:
     assert normalize_msgid("Case.Kept@Host") == "Case.Kept@Host"
     assert normalize_msgid("") is None
     assert normalize_msgid(None) is None
-
-
-def test_message_id_of_cost() -> None:
-    """Runs before the 250 answer: it must be cheap. The figure is printed, not asserted."""
-    raw = (CORPUS / "18_outlook_reply.eml").read_bytes()
-    raw = raw.replace(b"\r\n\r\n", b"\r\n\r\n" + b"A line of body text to pad.\r\n" * 150, 1)
-    raw = raw[:5120]
-    assert len(raw) == 5120
-    rounds = 2000
-    start = time.perf_counter()
-    for _ in range(rounds):
-        message_id_of(raw)
-    per_call = (time.perf_counter() - start) / rounds
-    start = time.perf_counter()
-    for _ in range(200):
-        dedup_key(raw, message_id_of(raw))
-    per_key = (time.perf_counter() - start) / 200
-    print(  # noqa: T201
-        f"\nmessage_id_of on a 5 KB mail: {per_call * 1e6:.1f} us; "
-        f"full dedup_key: {per_key * 1e6:.1f} us"
-    )
 
 
 # -- never raising ----------------------------------------------------------------------
