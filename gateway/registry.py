@@ -21,6 +21,7 @@ CONNECTOR_TYPES: dict[str, str] = {
     "smtp": "connectors.mail.smtp:SmtpConnector",
     "lmtp": "connectors.mail.smtp:LmtpConnector",
     "smtp_out": "connectors.mail.outbound:SmtpOutConnector",
+    "imap": "connectors.mail.imap:ImapConnector",
 }
 BACKEND_TYPES: dict[str, str] = {}
 

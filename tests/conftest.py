@@ -103,12 +103,15 @@ async def make_daemon(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     started: list[LiveDaemon] = []
 
     async def start(
-        extra: str = "", clock: Callable[[], float] | None = None, http: str = ""
+        extra: str = "",
+        clock: Callable[[], float] | None = None,
+        http: str = "",
+        state_dir: Path | None = None,  # a stopped daemon's, to start it again
     ) -> LiveDaemon:
         port = free_port()
         config = parse_config(base_config(port, extra, http))
         kwargs: dict[str, Any] = {"clock": clock} if clock else {}
-        daemon = Daemon(config, tmp_path / f"state{len(started)}", **kwargs)
+        daemon = Daemon(config, state_dir or tmp_path / f"state{len(started)}", **kwargs)
         await daemon.start()
         running = LiveDaemon(daemon, f"http://127.0.0.1:{port}", aiohttp.ClientSession())
         started.append(running)
