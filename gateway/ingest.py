@@ -229,14 +229,18 @@ class Ingestor:
             if item.raw_id is not None:
                 await tx.finish_raw_mail(item.raw_id, ack.event_id)
             return ack
-        message_id = event_id()
+        if item.message_id and await tx.conversation_by_thread("email", item.message_id):
+            # Not a redelivery (that has the same key): someone reused the id. Taken, counted;
+            # the id keeps leading to the conversation that first had it.
+            self._metrics.message_id_conflicts.labels(item.channel).inc()
+        new_event = event_id()
         resolved = await resolve_contact(
             tx,
             item.handles,
             item.name,
             now,
             evidence=item.evidence,
-            cause_event=message_id,
+            cause_event=new_event,
             source=item.source,
         )
         contact = resolved.contact_id
@@ -257,7 +261,7 @@ class Ingestor:
             fp,
             contact_id=contact,
             handles=item.handles.ordered(),
-            event_id=message_id,
+            event_id=new_event,
             now=now,
             config=self.config.near_duplicates,
             source=item.source,
@@ -265,10 +269,10 @@ class Ingestor:
         )
         accepted = datetime.fromtimestamp(now, UTC)
         attachments = await store_attachments(
-            tx, message_id, item.attachments, self.config.ingest, now
+            tx, new_event, item.attachments, self.config.ingest, now
         )
         event = Event(
-            id=message_id,
+            id=new_event,
             type=EventType.MESSAGE_INBOUND,
             source=item.source,
             time=accepted,

@@ -33,6 +33,12 @@ class Metrics:
             ["channel"],
             registry=r,
         )
+        self.message_id_conflicts = Counter(
+            "helpline_message_id_conflicts",
+            "Mail reusing a known Message-ID with other content: taken, not dropped",
+            ["channel"],
+            registry=r,
+        )
         self.ingest_errors = Counter(
             "helpline_ingest_errors",
             "Inbound items refused or failed, by reason",

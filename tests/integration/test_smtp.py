@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from connectors.mail import replies
-from tests.conftest import LiveDaemon, free_port
+from tests.conftest import LiveDaemon, auth, free_port
 
 
 def mail(sender: str, to: str, subject: str, text: str, **headers: str) -> EmailMessage:
@@ -157,6 +157,44 @@ async def test_the_same_mail_twice_is_one_event_and_replies_thread(
         "a2@customer.example",
     ]
     assert events[0]["subject"] == events[1]["subject"]  # the same conversation
+
+
+async def test_a_reused_message_id_is_taken_counted_and_cannot_steal_the_thread(
+    smtp: tuple[LiveDaemon, int],
+) -> None:
+    live, port = smtp
+    original = mail(
+        "ann@example.org",
+        "support@example.com",
+        "Refund",
+        "Please refund order 7",
+        message_id="<shared@customer.example>",
+    )
+    await asyncio.to_thread(send, port, original, ["support@example.com"])
+    await inbound(live, 1)
+    # Someone who saw the id (a Cc, a list archive) sends other content under it.
+    forged = mail(
+        "mallory@example.net",
+        "support@example.com",
+        "Hello",
+        "Something else entirely",
+        message_id="<shared@customer.example>",
+    )
+    await asyncio.to_thread(send, port, forged, ["support@example.com"], "mallory@example.net")
+    reply = mail(
+        "ann@example.org",
+        "support@example.com",
+        "Re: Refund",
+        "Any news?",
+        in_reply_to="<shared@customer.example>",
+    )
+    await asyncio.to_thread(send, port, reply, ["support@example.com"])
+    first, second, third = await inbound(live, 3)
+    assert second["data"]["from"]["email"] == "mallory@example.net"  # not silently dropped
+    assert third["subject"] == first["subject"] != second["subject"]
+    async with live.http.get(live.url + "/metrics", headers=auth()) as resp:
+        metrics = await resp.text()
+    assert 'helpline_message_id_conflicts_total{channel="email"} 1.0' in metrics
 
 
 async def test_a_full_store_answers_451(make_daemon: Callable[..., Any]) -> None:
