@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from pydantic import BaseModel
 
 from gateway.config import CoreConfig, find_line
@@ -42,9 +43,11 @@ def test_every_core_key_is_in_the_example() -> None:
     assert not missing, f"keys missing from {EXAMPLE.name}: {missing}"
 
 
-def test_the_commented_connector_examples_are_valid() -> None:
+def test_the_commented_connector_examples_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
     """Uncommented, each documented [connectors.X] example is a valid section of its type."""
     from gateway.config import parse_config
+
+    monkeypatch.setenv("HELPLINE_IMAP_PASSWORD", "from-the-environment")
 
     blocks: list[list[str]] = []
     for line in EXAMPLE.read_text().splitlines():
@@ -58,9 +61,10 @@ def test_the_commented_connector_examples_are_valid() -> None:
     assert {b[0] for b in examples} == {
         "[connectors.mail]",
         "[connectors.desk]",
+        "[connectors.inbox]",
         "[connectors.outbound]",
     }
     for block in examples:
         config = parse_config("\n".join(block) + "\n")
         (spec,) = config.components
-        assert spec.type in ("smtp", "lmtp", "smtp_out")
+        assert spec.type in ("smtp", "lmtp", "imap", "smtp_out")
