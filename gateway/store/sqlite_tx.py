@@ -10,7 +10,8 @@ from __future__ import annotations
 import sqlite3
 
 from gateway.events import Event
-from gateway.store import ConversationRow, Handle, IdempotencyRecord, MailboxPosition
+from gateway.store import ConversationRow, Handle, IdempotencyRecord
+from gateway.store.sqlite_mail import SqliteMailTx
 
 _CONVERSATION_COLUMNS = (
     "id, number, contact_id, status, channel, channels, created_at, last_activity_at, "
@@ -36,7 +37,7 @@ def conversation_from_row(row: tuple[object, ...]) -> ConversationRow:
     )
 
 
-class SqliteTx:
+class SqliteTx(SqliteMailTx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 
@@ -247,95 +248,6 @@ class SqliteTx:
     async def forget_fingerprints(self, before: float) -> int:
         self._conn.execute("DELETE FROM fingerprint_bands WHERE at < ?", (before,))
         return int(self._conn.execute("DELETE FROM fingerprints WHERE at < ?", (before,)).rowcount)
-
-    async def attachment_bytes(self) -> int:
-        return int(self._conn.execute("SELECT total(size) FROM attachments").fetchone()[0])
-
-    async def has_attachment(self, sha256: str) -> bool:
-        found = self._conn.execute("SELECT 1 FROM attachments WHERE sha256 = ?", (sha256,))
-        return found.fetchone() is not None
-
-    async def put_attachment(self, sha256: str, content_type: str, data: bytes, now: float) -> bool:
-        cursor = self._conn.execute(
-            "INSERT OR IGNORE INTO attachments (sha256, content_type, size, data, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (sha256, content_type, len(data), data, now),
-        )
-        return cursor.rowcount == 1
-
-    async def ref_attachment(self, event_id: str, sha256: str) -> None:
-        self._conn.execute(
-            "INSERT OR IGNORE INTO attachment_refs (event_id, sha256) VALUES (?, ?)",
-            (event_id, sha256),
-        )
-
-    async def drop_attachments_of(self, event_id: str) -> None:
-        """Forget an event's attachments; content no other event uses goes with them."""
-        gone = self._conn.execute(
-            "SELECT sha256 FROM attachment_refs WHERE event_id = ?", (event_id,)
-        ).fetchall()
-        self._conn.execute("DELETE FROM attachment_refs WHERE event_id = ?", (event_id,))
-        for (sha,) in gone:
-            self._conn.execute(
-                "DELETE FROM attachments WHERE sha256 = ? AND NOT EXISTS "
-                "(SELECT 1 FROM attachment_refs WHERE sha256 = ?)",
-                (sha, sha),
-            )
-
-    async def put_raw_mail(
-        self,
-        connector: str,
-        now: float,
-        mail_from: str | None,
-        recipients: list[str],
-        *,
-        dedup_key: str,
-        raw: bytes,
-    ) -> int:
-        cursor = self._conn.execute(
-            "INSERT INTO raw_mail (connector, received_at, mail_from, recipients, dedup_key, raw) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (connector, now, mail_from, "\n".join(recipients), dedup_key, raw),
-        )
-        return int(cursor.lastrowid or 0)
-
-    async def finish_raw_mail(
-        self, raw_id: int, event_id: str | None, note: str | None = None
-    ) -> None:
-        self._conn.execute(
-            "UPDATE raw_mail SET state = 'done', event_id = ?, error = ? WHERE id = ?",
-            (event_id, note, raw_id),
-        )
-
-    async def fail_raw_mail(self, raw_id: int, error: str) -> None:
-        self._conn.execute(
-            "UPDATE raw_mail SET state = 'failed', error = ? WHERE id = ?", (error, raw_id)
-        )
-
-    async def raw_mail_known(self, dedup_key: str) -> bool:
-        row = self._conn.execute(
-            "SELECT 1 FROM raw_mail WHERE dedup_key = ? LIMIT 1", (dedup_key,)
-        ).fetchone()
-        return row is not None
-
-    async def put_mailbox_position(
-        self, connector: str, position: MailboxPosition, now: float
-    ) -> None:
-        self._conn.execute(
-            "INSERT INTO mailbox_positions "
-            "(connector, mailbox, uidvalidity, uid, marked_uid, updated_at) "
-            "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (connector, mailbox) DO UPDATE SET "
-            "uidvalidity = excluded.uidvalidity, uid = excluded.uid, "
-            "marked_uid = excluded.marked_uid, updated_at = excluded.updated_at",
-            (
-                connector,
-                position.mailbox,
-                position.uidvalidity,
-                position.uid,
-                position.marked_uid,
-                now,
-            ),
-        )
 
     async def get_cursor(self, name: str) -> int | None:
         row = self._conn.execute("SELECT seq FROM cursors WHERE name = ?", (name,)).fetchone()
