@@ -19,7 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validat
 
 from gateway import registry
 from gateway.config_types import Listen, ListenAddress, Secret, Section, parse_listen
-from gateway.units import ByteSize, Duration
+from gateway.units import ByteSize, Duration, format_duration
 
 CHANNELS = ("email", "webform", "chat", "voice", "api")
 Channel = Literal["email", "webform", "chat", "voice", "api"]
@@ -160,6 +160,9 @@ class RetentionConfig(Section):
     # How long message text, subjects and senders are kept in helpline's own store
     # (the ticket system keeps the record); older content becomes a tombstone.
     message_content: Duration = 730 * 86400.0
+    # How long mail is kept as it arrived once it became an event; pending and failed
+    # raw mail stays (for recovery and for an operator). At least the idempotency window.
+    raw_mail: Duration = 30 * 86400.0
     sweep_interval: Duration = 3600.0
 
     @field_validator("message_content")
@@ -334,6 +337,23 @@ def _validate_components(
     return specs, problems
 
 
+def _cross_checks(core: CoreConfig, text: str) -> list[Problem]:
+    """Rules between keys of different sections, named by the key an operator would change."""
+    found = []
+    retention, ingest = core.retention, core.ingest
+    if retention.raw_mail < ingest.idempotency_window:
+        found.append(
+            Problem(
+                "retention.raw_mail",
+                f"{format_duration(retention.raw_mail)} is shorter than ingest.idempotency_window "
+                f"({format_duration(ingest.idempotency_window)}): keep the mail as it arrived "
+                "at least as long as a repeated delivery of it is recognised",
+                find_line(text, ("retention", "raw_mail")),
+            )
+        )
+    return found
+
+
 def _in_file_order(problems: list[Problem]) -> list[Problem]:
     return sorted(problems, key=lambda p: (p.line is None, p.line or 0, p.path))
 
@@ -352,6 +372,8 @@ def parse_config(text: str, source: Path | None = None) -> Config:
         core = CoreConfig.model_validate(data)
     except ValidationError as err:
         problems.extend(_problems(err, (), text))
+    if core is not None:
+        problems.extend(_cross_checks(core, text))
     specs, component_problems = _validate_components(data, text)
     problems.extend(component_problems)
     if problems or core is None:

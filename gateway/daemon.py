@@ -22,7 +22,7 @@ from aiohttp import web
 from gateway import registry, reload
 from gateway.component import ComponentContext, ComponentState
 from gateway.config import Config, ConfigError, load_config
-from gateway.erasure import expire_content
+from gateway.erasure import expire_content, expire_raw_mail
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -275,7 +275,8 @@ class Daemon:
         }
 
     async def sweep(self) -> None:
-        """Forget expired idempotency keys and tombstone content past its retention."""
+        """Forget expired idempotency keys, tombstone content past its retention and drop
+        finished raw mail past its own."""
         core, now = self.config.core, self._clock()
         try:
             removed = await self.store.expire_idempotency(now - core.ingest.idempotency_window)
@@ -292,6 +293,9 @@ class Daemon:
             expired = await expire_content(self.store.write, cutoff, now)
             if expired:
                 log.info("retention.content_expired", events=expired)
+            removed = await expire_raw_mail(self.store.write, now - core.retention.raw_mail)
+            if removed:
+                log.info("retention.raw_mail_removed", removed=removed)
         except Exception as err:  # noqa: BLE001 - retried at the next sweep
             log.warning("maintenance.sweep_failed", error=f"{type(err).__name__}: {err}")
 

@@ -1,7 +1,8 @@
 """Erasing a person, and retention: personal content leaves, tombstones stay.
 
 helpline holds people's messages and handles, so a person can be erased on
-request and old content expires by itself ([retention] message_content).
+request and old content expires by itself ([retention] message_content; the
+mail as it arrived by [retention] raw_mail).
 Either way the event keeps its place, id, type and time, so offsets,
 counts and first-response figures stay whole, and `data.erased` says what
 happened; only the personal content is removed.
@@ -22,6 +23,7 @@ from gateway.store import Tx
 
 RETENTION_CURSOR = "retention"
 RETENTION_BATCH = 500
+RAW_MAIL_BATCH = 200  # rows with whole mails in them: a transaction stays short
 _EXPIRING = frozenset({EventType.MESSAGE_INBOUND.value, EventType.MESSAGE_OUTBOUND.value})
 _NO_SENDER = {"email": None, "phone": None, "name": None, "visitor_id": None}
 
@@ -113,4 +115,24 @@ async def expire_content(
         expired, more = await write(unit)
         total += expired
         if not more:
+            return total
+
+
+async def expire_raw_mail(
+    write: Callable[[Callable[[Tx], Awaitable[int]]], Awaitable[int]], cutoff: float
+) -> int:
+    """Delete raw mail that became an event before `cutoff`, in bounded transactions.
+
+    Only finished mail goes: pending mail is still to be normalized and failed mail
+    waits for an operator, so neither is ever removed by age.
+    """
+    total = 0
+    while True:
+
+        async def unit(tx: Tx) -> int:
+            return await tx.expire_raw_mail(cutoff, RAW_MAIL_BATCH)
+
+        removed = await write(unit)
+        total += removed
+        if removed < RAW_MAIL_BATCH:
             return total

@@ -47,6 +47,15 @@ def parse_duration(value: object) -> float:
     return seconds
 
 
+def format_duration(seconds: float) -> str:
+    """A duration as an operator would write it: "7d", "90m", "1.5s" (never weeks)."""
+    for unit in ("d", "h", "m", "s"):
+        size = _DURATION_UNITS[unit]
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds / size:g}{unit}"
+    return f"{seconds:g}s"
+
+
 def parse_size(value: object) -> int:
     """Bytes from a number or a string such as "512KiB", "25MB"."""
     if isinstance(value, bool):

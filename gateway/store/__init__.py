@@ -191,7 +191,10 @@ class Tx(Protocol):
 
     async def replace_event_body(self, seq: int, body: bytes) -> None: ...
 
-    async def erase_contacts(self, contact_ids: list[str], now: float) -> None: ...
+    async def erase_contacts(self, contact_ids: list[str], now: float) -> None:
+        """Forget these contacts' handles, names, thread references, fingerprints and the
+        mail they sent as it arrived; their events are tombstoned by the caller."""
+        ...
 
     async def events_after(
         self, after: int, limit: int
@@ -248,6 +251,13 @@ class Tx(Protocol):
     ) -> None: ...
 
     async def fail_raw_mail(self, raw_id: int, error: str) -> None: ...
+
+    async def expire_raw_mail(self, before: float, limit: int) -> int:
+        """Delete up to `limit` raw mails finished ('done') before `before`; how many went.
+
+        Pending mail (not yet normalized) and failed mail (kept for an operator) stay.
+        """
+        ...
 
     async def raw_mail_known(self, dedup_key: str) -> bool: ...
 

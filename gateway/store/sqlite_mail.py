@@ -79,6 +79,15 @@ class SqliteMailTx:
             "UPDATE raw_mail SET state = 'failed', error = ? WHERE id = ?", (error, raw_id)
         )
 
+    async def expire_raw_mail(self, before: float, limit: int) -> int:
+        return int(
+            self._conn.execute(
+                "DELETE FROM raw_mail WHERE id IN (SELECT id FROM raw_mail "
+                "WHERE state = 'done' AND received_at < ? LIMIT ?)",
+                (before, limit),
+            ).rowcount
+        )
+
     async def raw_mail_known(self, dedup_key: str) -> bool:
         row = self._conn.execute(
             "SELECT 1 FROM raw_mail WHERE dedup_key = ? LIMIT 1", (dedup_key,)

@@ -162,6 +162,11 @@ class SqliteTx(SqliteMailTx):
 
     async def erase_contacts(self, contact_ids: list[str], now: float) -> None:
         marks = ",".join("?" * len(contact_ids))
+        self._conn.execute(
+            "DELETE FROM raw_mail WHERE event_id IN "
+            f"(SELECT id FROM events WHERE contact_id IN ({marks}))",
+            contact_ids,
+        )
         self._conn.execute(f"DELETE FROM handles WHERE contact_id IN ({marks})", contact_ids)
         self._conn.execute(
             f"UPDATE contacts SET name = NULL, erased_at = ? WHERE id IN ({marks})",

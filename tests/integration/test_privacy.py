@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import Callable
 from typing import Any
 
-from tests.conftest import LiveDaemon, message
+from tests.conftest import LiveDaemon, free_port, message, until
+from tests.integration.test_smtp import inbound, mail, send, smtp_section
 
 
 class Clock:
@@ -120,3 +123,61 @@ async def test_idempotency_keys_expire_after_the_window(make_daemon: Callable[..
 async def test_erasing_an_unknown_contact_is_404(live: LiveDaemon) -> None:
     status, problem, _ = await live.post("/v1/contacts/ct_nobody/erase", None)
     assert status == 404 and "ct_nobody" in problem["detail"]
+
+
+def raw_mail(live: LiveDaemon) -> dict[str, str]:
+    """Each raw mail's Subject line, with its state."""
+    with sqlite3.connect(live.daemon.store.path) as db:
+        rows = db.execute("SELECT state, raw FROM raw_mail ORDER BY id").fetchall()
+    found = {}
+    for state, raw in rows:
+        subject = next(
+            line for line in bytes(raw).decode().splitlines() if line.startswith("Subject:")
+        )
+        found[subject.removeprefix("Subject: ")] = state
+    return found
+
+
+async def test_retention_drops_finished_raw_mail_and_keeps_pending_and_failed(
+    make_daemon: Callable[..., Any],
+) -> None:
+    """Mail kept as it arrived goes after [retention] raw_mail once it became an event;
+    mail still waiting to be normalized, or parked as failed, stays whatever its age."""
+    clock, port = Clock(), free_port()
+    live = await make_daemon(smtp_section(port) + '[retention]\nraw_mail = "10d"\n', clock=clock)
+    old = mail("ann@example.org", "support@example.com", "Old question", "Where is my order?")
+    await asyncio.to_thread(send, port, old, ["support@example.com"])
+    no_sender = b"To: support@example.com\r\nSubject: Nobody wrote this\r\n\r\nNo From.\r\n"
+    await asyncio.to_thread(send, port, no_sender, ["support@example.com"])
+    # Accepted but not normalized yet (a crash came in between): pending until the next start.
+    await live.daemon.ingestor.accept_raw_mail(
+        "mail", "bob@example.org", ["support@example.com"], b"Subject: Pending\r\n\r\nx\r\n", "k1"
+    )
+    await until(lambda: raw_mail(live).get("Nobody wrote this") == "failed")
+    await inbound(live, 1)
+    clock.now += 6 * 86400
+    recent = mail("cy@example.org", "support@example.com", "Recent question", "Hello?")
+    await asyncio.to_thread(send, port, recent, ["support@example.com"])
+    await inbound(live, 2)
+    clock.now += 5 * 86400  # the first three are 11 days old, the recent one 5
+
+    await live.daemon.sweep()
+    assert raw_mail(live) == {
+        "Nobody wrote this": "failed",
+        "Pending": "pending",
+        "Recent question": "done",
+    }
+    subjects = [e["data"]["subject"] for e in await inbound(live, 2)]
+    assert subjects == ["Old question", "Recent question"]  # the events keep what they said
+
+
+async def test_erasing_a_person_drops_the_mail_they_sent(make_daemon: Callable[..., Any]) -> None:
+    port = free_port()
+    live = await make_daemon(smtp_section(port))
+    for sender in ("ann@example.org", "bob@example.org"):
+        msg = mail(sender, "support@example.com", f"From {sender}", "My IBAN is DE00 1234")
+        await asyncio.to_thread(send, port, msg, ["support@example.com"])
+    ann, _ = await inbound(live, 2)
+    status, _, _ = await live.post(f"/v1/contacts/{ann['data']['contact_id']}/erase", None)
+    assert status == 200
+    assert raw_mail(live) == {"From bob@example.org": "done"}

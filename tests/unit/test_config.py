@@ -149,3 +149,10 @@ def test_run_refuses_a_bad_config_with_ex_config(tmp_path: Path) -> None:
     result = run_cli("run", "--config", str(bad), "--state-dir", str(tmp_path / "s"))
     assert result.returncode == 78
     assert "store.max_pending (line 2)" in result.stderr
+
+
+def test_raw_mail_is_kept_at_least_the_idempotency_window() -> None:
+    (found,) = problems('[ingest]\nidempotency_window = "14d"\n[retention]\nraw_mail = "10d"\n')
+    assert found.startswith("retention.raw_mail (line 4): 10d is shorter than")
+    assert "ingest.idempotency_window (14d)" in found
+    assert parse_config('[retention]\nraw_mail = "7d"\n').core.retention.raw_mail == 7 * 86400
