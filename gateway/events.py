@@ -126,6 +126,25 @@ class OutboundMessage(EventData):
     erased: bool = Field(default=False, description="the text was removed; a tombstone")
 
 
+class FailedRecipient(EventData):
+    """A recipient a delivery status notification (RFC 3464) reports as not delivered."""
+
+    address: str = Field(
+        description="the address sent to (Original-Recipient, else Final-Recipient), normalized"
+    )
+    status: str | None = Field(
+        default=None, description="the enhanced status code (RFC 3463), e.g. 5.1.1"
+    )
+    diagnostic: str | None = Field(
+        default=None, description="the remote server's answer (Diagnostic-Code)"
+    )
+    permanent: bool = Field(
+        default=True,
+        description="a permanent failure (a 5.x.x status), not a give-up after temporary "
+        "ones; an address of the conversation's contact is then marked failing",
+    )
+
+
 class AutomaticMessage(EventData):
     """Mail no human wrote (an auto-reply, a bounce) or from one of helpline's own addresses.
 
@@ -142,6 +161,11 @@ class AutomaticMessage(EventData):
     sender: Sender = Field(alias="from")
     subject: str | None = None
     message_id: str | None = None
+    failed_recipients: list[FailedRecipient] = Field(
+        default_factory=list,
+        description="bounce: the recipients its delivery status report says were not "
+        "delivered (empty when it has no readable RFC 3464 report)",
+    )
     accepted_at: Timestamp
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import nh3
 import structlog
 
+from connectors.mail.dsn import DeliveryReport, read_report
 from connectors.mail.hooks import RecipientPolicy
 from connectors.mail.loops import Automatic, classify
 from connectors.mail.parse import ParsedMail, parse_mail
@@ -24,7 +25,7 @@ from gateway.contact_graph import UNVERIFIED, Evidence
 from gateway.conversations import ThreadRef, ticket_in
 from gateway.dedup import IdempotencyKey
 from gateway.errors import InvalidInput
-from gateway.events import Sender
+from gateway.events import FailedRecipient, Sender
 from gateway.identity import Handles
 from gateway.ingest import Inbound, Ingestor
 from gateway.quoting import split_reply
@@ -82,23 +83,61 @@ def to_inbound(
     )
 
 
+def failed_recipients(report: DeliveryReport, ingest: Ingestor) -> tuple[FailedRecipient, ...]:
+    """The recipients a report says failed, their addresses normalized like handles
+    (an address that is none is left out)."""
+    found = []
+    for recipient in report.recipients:
+        if not recipient.failed:
+            continue
+        try:
+            address = ingest.rules.email(recipient.address, "Final-Recipient")
+        except InvalidInput:
+            continue
+        found.append(
+            FailedRecipient(
+                address=address,
+                status=recipient.status,
+                diagnostic=recipient.diagnostic,
+                permanent=recipient.permanent,
+            )
+        )
+    return tuple(found)
+
+
 def to_automatic(
-    parsed: ParsedMail, found: Automatic, ingest: Ingestor, *, source: str, raw_id: int, key: str
+    parsed: ParsedMail,
+    found: Automatic,
+    ingest: Ingestor,
+    *,
+    source: str,
+    raw_id: int,
+    key: str,
+    report: DeliveryReport | None = None,
 ) -> AutomaticInbound:
-    refs = ([parsed.in_reply_to] if parsed.in_reply_to else []) + parsed.references[::-1]
-    ticket = ticket_in(parsed.subject, ingest.config.conversations.ticket_token)
+    report = report or DeliveryReport()
+    token = ingest.config.conversations.ticket_token
+    # A bounce names the mail it returns (helpline's reply) in its attached headers,
+    # more surely than in its own, which usually name nothing.
+    refs = [*report.original_ids, *([parsed.in_reply_to] if parsed.in_reply_to else [])]
+    refs += parsed.references[::-1]
     lookups = [ThreadRef("email", ref) for ref in dict.fromkeys(refs)]
+    for subject in (parsed.subject, report.original_subject):
+        ticket = ticket_in(subject, token)
+        if ticket is not None and ticket not in lookups:
+            lookups.append(ticket)
     return AutomaticInbound(
         channel="email",
         source=source,
         kind=found.kind,
         reason=found.reason,
         sender=Sender(email=parsed.from_email, name=parsed.from_name),
-        lookups=tuple(lookups + ([ticket] if ticket else [])),
+        lookups=tuple(lookups),
         subject=parsed.subject,
         message_id=parsed.message_id,
         idempotency=IdempotencyKey("email", key, key.encode(), f"Message {key!r}"),
         raw_id=raw_id,
+        failed_recipients=failed_recipients(report, ingest),
     )
 
 
@@ -119,8 +158,11 @@ async def normalize(
     found = classify(raw, parsed, mail_from, own)
     dmarc = dmarc_verdict(raw, parsed.from_email, trusted)
     try:
+        report = read_report(raw) if found and found.kind == "bounce" else None
         item: Inbound | AutomaticInbound = (
-            to_automatic(parsed, found, ingest, source=source, raw_id=raw_id, key=key)
+            to_automatic(
+                parsed, found, ingest, source=source, raw_id=raw_id, key=key, report=report
+            )
             if found
             else to_inbound(
                 parsed,
@@ -141,7 +183,13 @@ async def normalize(
         try:
             if isinstance(item, AutomaticInbound):
                 recorded = await ingest.ingest_automatic(item)
-                log.info("mail.automatic", raw_id=raw_id, kind=item.kind, event_id=recorded)
+                log.info(
+                    "mail.automatic",
+                    raw_id=raw_id,
+                    kind=item.kind,
+                    event_id=recorded,
+                    failed_recipients=len(item.failed_recipients),
+                )
             else:
                 ack = await ingest.ingest(item)
                 log.info(

@@ -82,6 +82,25 @@ def ts(value: float | None) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class FailingMark:
+    """An email address a delivery report called permanently failing, until mail from it
+    arrives again: why, since when, and the automatic event that recorded the report."""
+
+    reason: str
+    status: str | None
+    since: float
+    event_id: str
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "reason": self.reason,
+            "status": self.status,
+            "since": ts(self.since),
+            "event_id": self.event_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class HandleRecord:
     """A handle of a contact and its audit trail: which message linked it, on what evidence."""
 
@@ -91,6 +110,7 @@ class HandleRecord:
     linked_at: float
     cause_event_id: str | None
     verified: bool
+    failing: FailingMark | None = None
 
     def as_json(self) -> dict[str, object]:
         return {
@@ -100,6 +120,7 @@ class HandleRecord:
             "linked_at": ts(self.linked_at),
             "cause_event_id": self.cause_event_id,
             "verified": self.verified,
+            "failing": self.failing.as_json() if self.failing else None,
         }
 
 
@@ -260,6 +281,21 @@ class Tx(Protocol):
         ...
 
     async def raw_mail_known(self, dedup_key: str) -> bool: ...
+
+    async def mark_failing(
+        self,
+        address: str,
+        mark: FailingMark,
+        offset: int,
+    ) -> None:
+        """Mark an email address failing from the event at `offset` on; a later mark
+        replaces it. Mail from the address after that offset ends it (`failing`)."""
+        ...
+
+    async def failing(self, address: str) -> FailingMark | None:
+        """The address's failing mark, unless mail from it (not refused by DMARC) has
+        arrived since: then it evidently works again."""
+        ...
 
     async def put_mailbox_position(
         self, connector: str, position: MailboxPosition, now: float

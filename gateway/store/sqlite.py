@@ -33,6 +33,7 @@ from gateway.store import (
 )
 from gateway.store.batching import Batcher
 from gateway.store.migrate import migrate_sqlite
+from gateway.store.sqlite_mail import failing_mark
 from gateway.store.sqlite_tx import _CONVERSATION_COLUMNS, SqliteTx, conversation_from_row
 
 T = TypeVar("T")
@@ -222,7 +223,15 @@ class SqliteStore:
             merged_into=None,
             created_at=float(head[1]),
             handles=tuple(
-                HandleRecord(str(k), str(v), str(c), float(at), cause, bool(verified))
+                HandleRecord(
+                    str(k),
+                    str(v),
+                    str(c),
+                    float(at),
+                    cause,
+                    bool(verified),
+                    failing_mark(self._reader, str(v)) if k == "email" else None,
+                )
                 for k, v, c, at, cause, verified in handles
             ),
             merged=tuple(str(m[0]) for m in merged),

@@ -9,7 +9,33 @@ from __future__ import annotations
 
 import sqlite3
 
-from gateway.store import MailboxPosition
+from gateway.store import FailingMark, MailboxPosition
+
+# A mark stands unless the address's contact group has an email from that address
+# after it; events are found by contact (indexed), and only those few are parsed.
+_FAILING = (
+    "SELECT f.reason, f.status, f.failed_at, f.event_id FROM email_failures f "
+    "WHERE f.address = :a AND NOT EXISTS (SELECT 1 FROM events e "
+    "WHERE e.contact_id IN (SELECT id FROM contacts WHERE id = :s OR merged_into = :s) "
+    "AND e.seq > f.seq AND e.type = 'helpline.message.inbound.v1' "
+    "AND json_extract(CAST(e.body AS TEXT), '$.data.from.email') = f.address "
+    "AND json_extract(CAST(e.body AS TEXT), '$.data.channel') = 'email' "
+    "AND coalesce(json_extract(CAST(e.body AS TEXT), '$.data.sender_auth'), '') "
+    "!= 'dmarc=fail')"
+)
+
+
+def failing_mark(conn: sqlite3.Connection, address: str) -> FailingMark | None:
+    """The Tx protocol's `failing`, on any connection (the writer's or the reader's)."""
+    owner = conn.execute(
+        "SELECT coalesce(c.merged_into, c.id) FROM handles h JOIN contacts c "
+        "ON c.id = h.contact_id WHERE h.kind = 'email' AND h.value = ?",
+        (address,),
+    ).fetchone()
+    row = conn.execute(_FAILING, {"a": address, "s": owner[0] if owner else None}).fetchone()
+    if row is None:
+        return None
+    return FailingMark(str(row[0]), row[1], float(row[2]), str(row[3]))
 
 
 class SqliteMailTx:
@@ -112,3 +138,13 @@ class SqliteMailTx:
                 now,
             ),
         )
+
+    async def mark_failing(self, address: str, mark: FailingMark, offset: int) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO email_failures "
+            "(address, reason, status, failed_at, event_id, seq) VALUES (?, ?, ?, ?, ?, ?)",
+            (address, mark.reason, mark.status, mark.since, mark.event_id, offset),
+        )
+
+    async def failing(self, address: str) -> FailingMark | None:
+        return failing_mark(self._conn, address)

@@ -162,6 +162,12 @@ class SqliteTx(SqliteMailTx):
 
     async def erase_contacts(self, contact_ids: list[str], now: float) -> None:
         marks = ",".join("?" * len(contact_ids))
+        for table in ("email_failures", "auto_acks"):
+            self._conn.execute(
+                f"DELETE FROM {table} WHERE address IN (SELECT value FROM handles "
+                f"WHERE kind = 'email' AND contact_id IN ({marks}))",
+                contact_ids,
+            )
         self._conn.execute(
             "DELETE FROM raw_mail WHERE event_id IN "
             f"(SELECT id FROM events WHERE contact_id IN ({marks}))",

@@ -42,13 +42,20 @@ async def relay() -> AsyncIterator[tuple[Relay, int]]:
 
 
 async def daemon_with_mail(
-    make_daemon: Callable[..., Any], relay_port: int
+    make_daemon: Callable[..., Any],
+    relay_port: int,
+    out: str = "",
+    smtp: str = "",
+    **options: Any,
 ) -> tuple[LiveDaemon, int]:
+    """A daemon taking mail by SMTP and sending by the relay; `out` and `smtp` add keys to
+    their connectors, `options` go to make_daemon (a clock, a stopped one's state)."""
     port = free_port()
     live = await make_daemon(
-        smtp_section(port)
+        smtp_section(port, extra=smtp)
         + f'[connectors.out]\ntype = "smtp_out"\nrelay = "127.0.0.1:{relay_port}"\n'
-        'security = "none"\nmessage_id_domain = "helpline.test"\n'
+        'security = "none"\nmessage_id_domain = "helpline.test"\n' + out,
+        **options,
     )
     return live, port
 

@@ -221,6 +221,7 @@ def _constraints(schema: dict[str, Any], with_defaults: bool) -> dict[str, Any]:
         (events.HandleData, False),
         (events.ContactErased, False),
         (events.AutomaticMessage, False),
+        (events.FailedRecipient, False),
         (events.DeliveryFailed, False),
         (events.AttachmentData, False),
     ],

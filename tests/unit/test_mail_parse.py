@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.mail.dedup import content_digest, dedup_key, message_id_of, normalize_msgid
+from connectors.mail.dsn import read_report
 from connectors.mail.parse import AttachmentInfo, ParsedMail, parse_mail
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "mail"
@@ -78,6 +79,15 @@ def test_corpus_message(eml: Path) -> None:
                 assert any(part in d for d in mail.defects), (part, mail.defects)
         elif key == "attachment_types":
             assert [a.content_type for a in mail.attachments] == want
+        elif key == "delivery_report":
+            report = read_report(eml.read_bytes())
+            found = [
+                {**dataclasses.asdict(r), "failed": r.failed, "permanent": r.permanent}
+                for r in report.recipients
+            ]
+            assert found == want["recipients"]
+            assert report.original_ids == want["original_ids"]
+            assert report.original_subject == want["original_subject"]
         else:
             pytest.fail(f"unknown expectation {key!r} in {eml.stem}.json")
 
