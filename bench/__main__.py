@@ -20,13 +20,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import api, identity, machine, report, smtp
+from bench import api, identity, imap, machine, report, smtp
 from bench.load import ensure_wrk, wrk_version
 from bench.procs import REPO_ROOT, BenchError
 
 BENCHMARKS: dict[str, Callable[..., report.Outcome]] = {
     "api": api.run,
     "identity": identity.run,
+    "imap": imap.run,
     "smtp": smtp.run,
 }
 
@@ -70,9 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--runs",
         type=int,
         help="api: product/baseline pairs (full: 5); identity: rounds (full: 3); "
-        "smtp: rounds (full: 5); quick: 1",
+        "smtp: rounds (full: 5); imap: pairs (full: 5, quick: 2); quick: 1",
     )
-    parser.add_argument("--seconds", type=int, help="seconds per measured run (full: 10)")
+    parser.add_argument(
+        "--seconds",
+        type=int,
+        help="seconds per measured run (full: 10; imap: 8, one APPEND every 200 ms)",
+    )
     parser.add_argument(
         "--connections", type=int, help="concurrent clients (full: 50; smtp: sessions, 20)"
     )
