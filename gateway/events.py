@@ -123,6 +123,11 @@ class OutboundMessage(EventData):
     html: str | None = None
     internal: bool = False
     author: Author
+    auto_ack: bool = Field(
+        default=False,
+        description="an automatic acknowledgement of a new conversation (author kind bot), "
+        "not an answer: it never stops a first-response clock",
+    )
     erased: bool = Field(default=False, description="the text was removed; a tombstone")
 
 

@@ -2,7 +2,9 @@
 
 Delivery to the customer is the channel connector's job (it reads the stream);
 this records the reply durably first, so an agent's answer is never lost
-between the helpdesk and the customer's channel.
+between the helpdesk and the customer's channel. An automatic acknowledgement
+is recorded the same way, as a bot's outbound event, so agents see what the
+customer was told and no first-response clock takes it for an answer.
 """
 
 from __future__ import annotations
@@ -31,6 +33,26 @@ class Reply:
     html: str | None = None
     internal: bool = False
     idempotency: IdempotencyKey | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledgement:
+    """An automatic acknowledgement a channel connector wants to send for a new conversation."""
+
+    conversation_id: str
+    address: str  # the customer's, normalized as a handle
+    text: str
+    source: str
+    window: float  # at most one per address within this many seconds
+    received_at: float  # when the message it acknowledges was accepted
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """The acknowledgement's event id, or why none was recorded."""
+
+    event_id: str | None
+    skipped: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +120,56 @@ class Replies:
             )
 
         return await self._store.write(unit)
+
+    async def acknowledge(self, ack: Acknowledgement) -> Acknowledged:
+        """Record an automatic acknowledgement unless the address must not get one now.
+
+        One transaction decides and records, so across crashes and restarts an address
+        gets at most one within the window and a conversation at most one at all. None
+        goes to an address marked failing, nor for a message older than the window.
+        """
+
+        async def unit(tx: Tx) -> Acknowledged:
+            return await self._acknowledge(tx, ack)
+
+        return await self._store.write(unit)
+
+    async def _acknowledge(self, tx: Tx, ack: Acknowledgement) -> Acknowledged:
+        now = self._clock()
+        row = await tx.get_conversation(ack.conversation_id)
+        if row is None:
+            raise NotFound(f"no conversation {ack.conversation_id!r}")
+        if now - ack.received_at > ack.window:
+            return Acknowledged(None, "the message is older than the window")
+        mark = await tx.failing(ack.address)
+        if mark is not None:
+            return Acknowledged(None, f"the address is failing: {mark.reason}")
+        last = await tx.last_auto_ack(ack.address)
+        if last is not None and last.conversation_id == row.id:
+            return Acknowledged(None, "this conversation was acknowledged already")
+        if last is not None and now - last.at < ack.window:
+            return Acknowledged(None, "the address was acknowledged within the window")
+        event = Event(
+            id=event_id(),
+            type=EventType.MESSAGE_OUTBOUND,
+            source=ack.source,
+            time=datetime.fromtimestamp(now, UTC),
+            subject=row.id,
+            conversation_id=row.id,
+            contact_id=row.contact_id,
+            data=OutboundMessage(
+                channel=row.channel,
+                conversation_id=row.id,
+                conversation_number=row.number,
+                contact_id=row.contact_id,
+                text=ack.text,
+                author=Author(kind="bot", name="auto-acknowledgement"),
+                auto_ack=True,
+            ),
+        )
+        await tx.append(event)
+        await tx.put_auto_ack(ack.address, row.id, event.id, now)
+        return Acknowledged(event.id)
 
     async def record(self, reply: Reply) -> ReplyAck:
         async def unit(tx: Tx) -> ReplyAck:

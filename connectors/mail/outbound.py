@@ -9,13 +9,14 @@ before sending, so the customer's answer threads back even if it comes at
 once, and a resend after a crash carries the same id. Temporary failures
 retry with capped backoff (the component shows as degraded meanwhile); a
 permanent refusal becomes a delivery_failed event on the conversation.
-Internal notes are never sent.
+Internal notes are never sent. With `auto_ack`, a conversation a customer's
+email opens gets one automatic acknowledgement (acks.py), recorded in the
+stream first and then sent like a reply.
 """
 
 from __future__ import annotations
 
 import asyncio
-import re
 import socket
 import ssl
 from dataclasses import dataclass, field
@@ -26,8 +27,16 @@ from typing import Any, ClassVar, Literal
 
 import aiosmtplib
 import orjson
-from pydantic import Field
+from pydantic import Field, field_validator
 
+from connectors.mail.acks import (
+    DEFAULT_SUBJECT,
+    DEFAULT_TEXT,
+    acknowledgement_for,
+    base_subject,
+    check_template,
+    render,
+)
 from gateway.component import ComponentContext, ComponentState, Health
 from gateway.config_types import Listen, Secret, Section
 from gateway.events import EventType
@@ -35,7 +44,6 @@ from gateway.units import Duration
 
 BATCH = 100
 WAIT = 30.0
-_REPLY_PREFIX = re.compile(r"^\s*((re|aw|sv|fwd?|wg)\s*:\s*)+", re.IGNORECASE)
 
 
 class SmtpOutConfig(Section):
@@ -52,6 +60,23 @@ class SmtpOutConfig(Section):
     start: Literal["now", "beginning"] = "now"
     timeout: Duration = 30.0
     retry_cap: Duration = Field(default=300.0, ge=1.0)
+    # One automatic acknowledgement to a conversation opened by a customer's email.
+    auto_ack: bool = False
+    # Its subject and text; {ticket} is the ticket token, {subject} the customer's subject.
+    auto_ack_subject: str = DEFAULT_SUBJECT
+    auto_ack_text: str = DEFAULT_TEXT
+    # At most one acknowledgement per customer address within this window.
+    auto_ack_window: Duration = Field(default=86400.0, gt=0)
+
+    @field_validator("auto_ack_subject")
+    @classmethod
+    def _subject_names_the_ticket(cls, value: str) -> str:
+        return check_template(value, required=("ticket",))
+
+    @field_validator("auto_ack_text")
+    @classmethod
+    def _text_formats(cls, value: str) -> str:
+        return check_template(value)
 
 
 @dataclass(slots=True)
@@ -87,15 +112,26 @@ def message_id_for(event_id: str, domain: str) -> str:
 
 
 def compose(
-    reply: dict[str, Any], thread: Thread, *, sender: str, domain: str, token: str
+    reply: dict[str, Any],
+    thread: Thread,
+    *,
+    sender: str,
+    domain: str,
+    token: str,
+    ack_subject: str = DEFAULT_SUBJECT,
 ) -> EmailMessage:
     data = reply["data"]
     msg = EmailMessage()
     msg["From"] = sender
     msg["To"] = thread.customer or ""
     ticket = token.format(number=thread.number)
-    base = _REPLY_PREFIX.sub("", (thread.subject or "Your request").replace(ticket, "")).strip()
-    msg["Subject"] = f"Re: {base} {ticket}"
+    if data.get("auto_ack"):
+        msg["Subject"] = render(ack_subject, subject=thread.subject, ticket=ticket)
+        # RFC 3834: automatic, so responders do not answer it; Exchange's own flag too.
+        msg["Auto-Submitted"] = "auto-replied"
+        msg["X-Auto-Response-Suppress"] = "All"
+    else:
+        msg["Subject"] = f"Re: {base_subject(thread.subject, ticket)} {ticket}"
     msg["Date"] = formatdate(localtime=False)
     msg["Message-ID"] = f"<{message_id_for(reply['id'], domain)}>"
     earlier = [m for m in thread.message_ids if m != message_id_for(reply["id"], domain)]
@@ -121,6 +157,7 @@ class SmtpOutConnector:
         self._error: str | None = None
         self.sent = 0
         self.failed = 0
+        self.acknowledged = 0
         self._domain = config.message_id_domain or socket.getfqdn()
 
     @property
@@ -134,7 +171,7 @@ class SmtpOutConnector:
         """The send task is owned (and cancelled) by the supervisor; its cursor is durable."""
 
     def health(self) -> Health:
-        counters = {"sent": self.sent, "failed": self.failed}
+        counters = {"sent": self.sent, "failed": self.failed, "acknowledged": self.acknowledged}
         return Health(self._state, self._since, self._error, counters)
 
     def _set(self, state: ComponentState, error: str | None) -> None:
@@ -162,8 +199,39 @@ class SmtpOutConnector:
                 ):
                     await self._deliver(ctx, event)
                     await ctx.stream.save_cursor(self.key, offset)
+                elif (
+                    self.config.auto_ack
+                    and event["type"] == EventType.MESSAGE_INBOUND
+                    and data["channel"] == "email"
+                ):
+                    await self._acknowledge(ctx, event)
                 after = offset
             await ctx.stream.save_cursor(self.key, after)
+
+    async def _acknowledge(self, ctx: ComponentContext, inbound: dict[str, Any]) -> None:
+        """Record an acknowledgement for a new conversation; this loop sends it when it
+        reaches that event, like a reply (so a crash in between sends it once all the same)."""
+        conversation = inbound["data"]["conversation_id"]
+        events = [orjson.loads(b) for b in await ctx.stream.conversation(conversation)]
+        number = inbound["data"]["conversation_number"]
+        ack, why = acknowledgement_for(
+            inbound,
+            events,
+            own={self.config.from_address.lower()} - {""},
+            text=self.config.auto_ack_text,
+            window=self.config.auto_ack_window,
+            source=f"/connectors/{self.name}",
+            ticket=ctx.ingest.config.conversations.ticket_token.format(number=number),
+        )
+        if ack is None:
+            ctx.log.debug("mail.auto_ack_skipped", conversation_id=conversation, reason=why)
+            return
+        done = await ctx.replies.acknowledge(ack)
+        if done.event_id is None:
+            ctx.log.info("mail.auto_ack_skipped", conversation_id=conversation, reason=done.skipped)
+            return
+        self.acknowledged += 1
+        ctx.log.info("mail.auto_ack_recorded", conversation_id=conversation, event_id=done.event_id)
 
     async def _deliver(self, ctx: ComponentContext, reply: dict[str, Any]) -> None:
         conversation = reply["data"]["conversation_id"]
@@ -176,7 +244,14 @@ class SmtpOutConnector:
             self.failed += 1
             return
         token = ctx.ingest.config.conversations.ticket_token
-        msg = compose(reply, thread, sender=sender, domain=self._domain, token=token)
+        msg = compose(
+            reply,
+            thread,
+            sender=sender,
+            domain=self._domain,
+            token=token,
+            ack_subject=self.config.auto_ack_subject,
+        )
         await ctx.replies.add_reference(
             conversation, "email", message_id_for(reply["id"], self._domain)
         )

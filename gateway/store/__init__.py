@@ -16,6 +16,7 @@ from typing import Protocol, TypeVar
 
 from gateway.events import Event
 from gateway.store.records import (
+    AutoAck,
     ContactRow,
     ConversationRow,
     FailingMark,
@@ -28,6 +29,7 @@ from gateway.store.records import (
 )
 
 __all__ = [
+    "AutoAck",
     "ContactRow",
     "ConversationRow",
     "FailingMark",
@@ -195,6 +197,14 @@ class Tx(Protocol):
     async def failing(self, address: str) -> FailingMark | None:
         """The address's failing mark, unless mail from it (not refused by DMARC) has
         arrived since: then it evidently works again."""
+        ...
+
+    async def last_auto_ack(self, address: str) -> AutoAck | None: ...
+
+    async def put_auto_ack(
+        self, address: str, conversation_id: str, event_id: str, now: float
+    ) -> None:
+        """Record the acknowledgement an address was just sent (replacing the one before)."""
         ...
 
     async def put_mailbox_position(

@@ -138,3 +138,12 @@ class MailboxPosition:
     uidvalidity: int
     uid: int
     marked_uid: int
+
+
+@dataclass(frozen=True, slots=True)
+class AutoAck:
+    """The latest automatic acknowledgement an address was sent."""
+
+    conversation_id: str
+    event_id: str
+    at: float

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sqlite3
 
-from gateway.store import FailingMark, MailboxPosition
+from gateway.store import AutoAck, FailingMark, MailboxPosition
 
 # A mark stands unless the address's contact group has an email from that address
 # after it; events are found by contact (indexed), and only those few are parsed.
@@ -148,3 +148,18 @@ class SqliteMailTx:
 
     async def failing(self, address: str) -> FailingMark | None:
         return failing_mark(self._conn, address)
+
+    async def last_auto_ack(self, address: str) -> AutoAck | None:
+        row = self._conn.execute(
+            "SELECT conversation_id, event_id, at FROM auto_acks WHERE address = ?", (address,)
+        ).fetchone()
+        return AutoAck(str(row[0]), str(row[1]), float(row[2])) if row else None
+
+    async def put_auto_ack(
+        self, address: str, conversation_id: str, event_id: str, now: float
+    ) -> None:
+        self._conn.execute(
+            "INSERT OR REPLACE INTO auto_acks (address, conversation_id, event_id, at) "
+            "VALUES (?, ?, ?, ?)",
+            (address, conversation_id, event_id, now),
+        )

@@ -46,13 +46,16 @@ async def daemon_with_mail(
     relay_port: int,
     out: str = "",
     smtp: str = "",
+    core: str = "",
     **options: Any,
 ) -> tuple[LiveDaemon, int]:
     """A daemon taking mail by SMTP and sending by the relay; `out` and `smtp` add keys to
-    their connectors, `options` go to make_daemon (a clock, a stopped one's state)."""
+    their connectors, `core` whole core sections, `options` go to make_daemon (a clock,
+    a stopped one's state)."""
     port = free_port()
     live = await make_daemon(
-        smtp_section(port, extra=smtp)
+        core
+        + smtp_section(port, extra=smtp)
         + f'[connectors.out]\ntype = "smtp_out"\nrelay = "127.0.0.1:{relay_port}"\n'
         'security = "none"\nmessage_id_domain = "helpline.test"\n' + out,
         **options,

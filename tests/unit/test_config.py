@@ -156,3 +156,15 @@ def test_raw_mail_is_kept_at_least_the_idempotency_window() -> None:
     assert found.startswith("retention.raw_mail (line 4): 10d is shorter than")
     assert "ingest.idempotency_window (14d)" in found
     assert parse_config('[retention]\nraw_mail = "7d"\n').core.retention.raw_mail == 7 * 86400
+
+
+def test_auto_ack_templates_are_checked_when_loaded() -> None:
+    out = '[connectors.out]\ntype = "smtp_out"\nrelay = "127.0.0.1:25"\n'
+    found = problems(out + 'auto_ack_subject = "We got it"\nauto_ack_text = "Ref {ticket"\n')
+    assert found[0].startswith("connectors.out.auto_ack_subject (line 4)")
+    assert "must contain {ticket}" in found[0]
+    assert found[1].startswith("connectors.out.auto_ack_text (line 5)")
+    assert "it may use {ticket}, {subject}" in found[1]
+    found = problems(out + 'auto_ack_text = "Dear {name}"\nauto_ack_window = "0s"\n')
+    assert "connectors.out.auto_ack_text (line 4)" in found[0] and "{subject}" in found[0]
+    assert found[1].startswith("connectors.out.auto_ack_window (line 5)")
