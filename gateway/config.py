@@ -339,19 +339,15 @@ def _validate_components(
 
 def _cross_checks(core: CoreConfig, text: str) -> list[Problem]:
     """Rules between keys of different sections, named by the key an operator would change."""
-    found = []
-    retention, ingest = core.retention, core.ingest
-    if retention.raw_mail < ingest.idempotency_window:
-        found.append(
-            Problem(
-                "retention.raw_mail",
-                f"{format_duration(retention.raw_mail)} is shorter than ingest.idempotency_window "
-                f"({format_duration(ingest.idempotency_window)}): keep the mail as it arrived "
-                "at least as long as a repeated delivery of it is recognised",
-                find_line(text, ("retention", "raw_mail")),
-            )
-        )
-    return found
+    raw, window = core.retention.raw_mail, core.ingest.idempotency_window
+    if raw >= window:
+        return []
+    message = (
+        f"{format_duration(raw)} is shorter than ingest.idempotency_window "
+        f"({format_duration(window)}): keep the mail as it arrived at least as long as a "
+        "repeated delivery of it is recognised"
+    )
+    return [Problem("retention.raw_mail", message, find_line(text, ("retention", "raw_mail")))]
 
 
 def _in_file_order(problems: list[Problem]) -> list[Problem]:

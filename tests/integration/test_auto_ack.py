@@ -5,6 +5,7 @@ human wrote, to our own addresses or to an address that bounces, and never as a 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Callable
 from email.message import Message
 from typing import Any
@@ -85,6 +86,10 @@ async def test_a_new_conversation_gets_one_acknowledgement(
     assert reply["Auto-Submitted"] is None and reply["Subject"] == f"Re: Printer on fire {ticket}"
     assert sent_to(sink) == ["ann@example.org", "ann@example.org"]
     assert len(await acks_in_stream(live)) == 1
+    # Erasing Ann forgets that she was acknowledged too (her address is personal data).
+    await live.post(f"/v1/contacts/{first['data']['contact_id']}/erase", None)
+    with sqlite3.connect(live.daemon.store.path) as db:
+        assert db.execute("SELECT address FROM auto_acks").fetchall() == []
 
 
 async def test_at_most_one_per_address_per_window_across_a_restart(
