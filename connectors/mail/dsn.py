@@ -63,8 +63,16 @@ class DeliveryReport:
     original_subject: str | None = None
 
 
+def _text(value: object) -> str:
+    """Text the email package read from 8-bit bytes (kept as surrogates) as UTF-8."""
+    try:
+        return str(value).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    except UnicodeEncodeError:
+        return str(value).encode("utf-8", "replace").decode("utf-8")
+
+
 def _clean(value: object) -> str:
-    return " ".join(str(value).split())
+    return " ".join(_text(value).split())
 
 
 def _typed(value: str | None) -> str | None:
@@ -84,17 +92,28 @@ def _address(value: str | None) -> str | None:
     return text if "@" in text and " " not in text else None
 
 
-def _blocks(part: Message) -> list[Message]:
-    """The field blocks of a delivery-status part, parsed as the email package does or,
-    when it did not (a lone block, odd line endings), from the text."""
-    payload = part.get_payload()
-    if isinstance(payload, list):
-        return [b for b in payload if isinstance(b, Message)]
-    raw = part.get_payload(decode=True)
-    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(payload)
-    text = text.replace("\r\n", "\n")
+def _split(text: str) -> list[Message]:
     parser = HeaderParser(policy=policy.default)
-    return [parser.parsestr(block + "\n") for block in re.split(r"\n[ \t]*\n", text)]
+    blocks = re.split(r"\n[ \t]*\n", _text(text).replace("\r\n", "\n"))
+    return [parser.parsestr(block + "\n") for block in blocks if block.strip()]
+
+
+def _blocks(part: Message) -> list[Message]:
+    """The field blocks of a delivery-status part. The email package splits
+    message/delivery-status into blocks itself; a type it does not know
+    (message/global-delivery-status) comes as one "message" whose body holds the
+    blocks after the first, and those are split here."""
+    payload = part.get_payload()
+    if not isinstance(payload, list):
+        return _split(str(payload))
+    found: list[Message] = []
+    for block in payload:
+        if isinstance(block, Message):
+            found.append(block)
+            rest = block.get_payload(decode=True)  # its bytes: 8-bit text stays intact
+            if isinstance(rest, bytes) and rest.strip():
+                found += _split(rest.decode("utf-8", "replace"))
+    return found
 
 
 def _recipient(block: Message) -> RecipientReport | None:
@@ -113,12 +132,11 @@ def _recipient(block: Message) -> RecipientReport | None:
 
 
 def _original(part: Message) -> Message | None:
-    ctype = part.get_content_type()
-    if ctype in ORIGINAL_PARTS:
-        inner = part.get_payload()
-        if isinstance(inner, list) and inner and isinstance(inner[0], Message):
-            return inner[0]
-        return None
+    """The returned mail, or its header block (parsed as a message by the email package
+    when its type is message/*, left as text when it is text/rfc822-headers)."""
+    inner = part.get_payload()
+    if isinstance(inner, list):
+        return inner[0] if inner and isinstance(inner[0], Message) else None
     raw = part.get_payload(decode=True)
     text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else ""
     return HeaderParser(policy=policy.default).parsestr(text.replace("\r\n", "\n"))

@@ -248,5 +248,28 @@ def test_parse_mail_never_raises_on_mutated_corpus(
     raw = bytes(data[: max(1, int(keep * len(data) * 1.2))])
     mail = parse_mail(raw)
     assert isinstance(mail, ParsedMail)
+    assert all("@" in r.address for r in read_report(raw).recipients)
     _readable(mail)
     content_digest(raw)
+
+
+def test_a_utf8_delivery_report_is_read_too() -> None:
+    """RFC 6533: an internationalized address comes in message/global-delivery-status,
+    which the email package leaves as text; the blocks are read from it."""
+    raw = (
+        "From: MAILER-DAEMON@mx.example.net\r\nSubject: Undelivered\r\nMIME-Version: 1.0\r\n"
+        'Content-Type: multipart/report; report-type=global-delivery-status; boundary="b"\r\n'
+        "\r\n--b\r\nContent-Type: text/plain\r\n\r\nFailed.\r\n"
+        "--b\r\nContent-Type: message/global-delivery-status\r\n\r\n"
+        "Reporting-MTA: dns; mx.example.net\r\n\r\n"
+        "Final-Recipient: utf-8; jörg@bücher.example\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "\r\n--b\r\nContent-Type: message/global-headers\r\n\r\n"
+        "Message-ID: <evt_1@helpline.test>\r\nSubject: Re: Bestellung [#HL-9]\r\n"
+        "\r\n--b--\r\n"
+    ).encode()
+    report = read_report(raw)
+    assert [(r.address, r.status, r.permanent) for r in report.recipients] == [
+        ("jörg@bücher.example", "5.1.1", True)
+    ]
+    assert report.original_ids == ["evt_1@helpline.test"]
+    assert report.original_subject == "Re: Bestellung [#HL-9]"
