@@ -111,7 +111,9 @@ class ImapConnector:
     def __init__(self, name: str, config: ImapConfig) -> None:
         self.name = name
         self.config = config
-        self._tokens = TokenSource(config.oauth) if config.oauth else None
+        self._tokens = (
+            TokenSource(config.oauth) if config.auth == "xoauth2" and config.oauth else None
+        )
         self._executor: ThreadPoolExecutor | None = None
         self._session: MailboxSession | None = None
         self._task: asyncio.Task[None] | None = None

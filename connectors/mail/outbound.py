@@ -27,7 +27,7 @@ from typing import Any, ClassVar, Literal
 
 import aiosmtplib
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from connectors.mail.acks import (
     DEFAULT_SUBJECT,
@@ -37,6 +37,7 @@ from connectors.mail.acks import (
     check_template,
     render,
 )
+from connectors.mail.oauth import OAuthConfig, OAuthError, TokenSource, xoauth2
 from gateway.component import ComponentContext, ComponentState, Health
 from gateway.config_types import Listen, Secret, Section
 from gateway.events import EventType
@@ -52,6 +53,9 @@ class SmtpOutConfig(Section):
     verify_certificate: bool = True
     username: str = ""
     password: Secret | None = None
+    # "password" (AUTH PLAIN/LOGIN when username is set), or "xoauth2" with an oauth table.
+    auth: Literal["password", "xoauth2"] = "password"
+    oauth: OAuthConfig | None = None
     # The sender when a conversation names no support address (it started elsewhere).
     from_address: str = ""
     # The domain of the Message-IDs helpline makes; empty: this machine's name.
@@ -77,6 +81,12 @@ class SmtpOutConfig(Section):
     @classmethod
     def _text_formats(cls, value: str) -> str:
         return check_template(value)
+
+    @model_validator(mode="after")
+    def _oauth(self) -> SmtpOutConfig:
+        if self.auth == "xoauth2" and (self.oauth is None or not self.username):
+            raise ValueError("auth = 'xoauth2' needs username and an [oauth] table")
+        return self
 
 
 @dataclass(slots=True)
@@ -152,6 +162,9 @@ class SmtpOutConnector:
     def __init__(self, name: str, config: SmtpOutConfig) -> None:
         self.name = name
         self.config = config
+        self._tokens = (
+            TokenSource(config.oauth) if config.auth == "xoauth2" and config.oauth else None
+        )
         self._state = ComponentState.RUNNING
         self._since = datetime.now(UTC)
         self._error: str | None = None
@@ -259,6 +272,13 @@ class SmtpOutConnector:
         while True:
             try:
                 await self._send(msg, sender, thread.customer)
+            except aiosmtplib.SMTPAuthenticationError as err:
+                # helpline's own credentials, not the customer's address: retry, never fail it.
+                if self._tokens is not None:
+                    self._tokens.forget()
+                self._retrying(ctx, f"relay refused the login: {err.code} {err.message}", delay)
+            except OAuthError as err:
+                self._retrying(ctx, str(err), delay)
             except aiosmtplib.SMTPResponseException as err:
                 if err.code >= 500:
                     await ctx.replies.delivery_failed(
@@ -301,16 +321,27 @@ class SmtpOutConnector:
         if not cfg.verify_certificate:
             context.check_hostname = False
             context.verify_mode = ssl.CERT_NONE
-        await aiosmtplib.send(
-            msg,
-            sender=sender,
-            recipients=[recipient],
+        client = aiosmtplib.SMTP(
             hostname=cfg.relay.host,
             port=cfg.relay.port,
-            username=cfg.username or None,
-            password=cfg.password.get_secret_value() if cfg.password else None,
+            username=None if self._tokens else cfg.username or None,
+            password=cfg.password.get_secret_value() if cfg.password and not self._tokens else None,
             use_tls=cfg.security == "tls",
             start_tls=cfg.security == "starttls",
             tls_context=context,
             timeout=cfg.timeout,
         )
+        async with client:
+            if self._tokens is not None:
+                await self._xoauth2(client, await self._tokens.token())
+            await client.send_message(msg, sender=sender, recipients=[recipient])
+
+    async def _xoauth2(self, client: aiosmtplib.SMTP, token: str) -> None:
+        await client.ehlo()
+        answer = await client.execute_command(
+            b"AUTH", b"XOAUTH2", xoauth2(self.config.username, token).encode()
+        )
+        if answer.code == 334:  # the error details as a challenge; an empty line ends it
+            answer = await client.execute_command(b"")
+        if answer.code != 235:
+            raise aiosmtplib.SMTPAuthenticationError(answer.code, answer.message)
