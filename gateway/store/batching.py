@@ -49,6 +49,14 @@ class Engine(Protocol[TxT]):
         ...
 
 
+class _Fatal(Exception):
+    """A unit's error that broke the whole transaction (disk full, I/O error)."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
 @dataclass(slots=True)
 class _Pending(Generic[T]):
     unit: Callable[[Any], Awaitable[T]]
@@ -117,6 +125,11 @@ class Batcher(Generic[TxT]):
             await self._commit(batch)
 
     async def _commit(self, batch: list[_Pending[Any]]) -> None:
+        """Run the units, commit, answer. Units almost never fail, so they first run
+        without a savepoint each (one costs about as much as a small unit); if one does
+        fail, nothing of that try is kept and the group runs again with savepoints, so
+        the failing unit fails alone. Units read and write only the transaction, so
+        running one twice is safe: the first run left nothing behind."""
         engine = self._engine
         started = time.perf_counter()
         try:
@@ -124,23 +137,18 @@ class Batcher(Generic[TxT]):
         except Exception as err:  # noqa: BLE001 - the store cannot even start a transaction
             self._fail_all(batch, err)
             return
-        outcomes: list[tuple[_Pending[Any], Any, BaseException | None]] = []
-        for item in batch:
-            if item.future.cancelled():
-                continue
-            engine.savepoint()
-            try:
-                result = await item.unit(engine.tx)
-            except Exception as err:  # noqa: BLE001 - the unit's error goes to its caller
-                if engine.is_fatal(err):
-                    self._rollback(batch, err)
-                    return
-                engine.rollback_to_savepoint()
-                engine.release()
-                outcomes.append((item, None, err))
-            else:
-                engine.release()
-                outcomes.append((item, result, None))
+        try:
+            outcomes = await self._run_units(batch, guarded=False)
+            if outcomes is None:
+                engine.rollback()
+                engine.begin()
+                outcomes = await self._run_units(batch, guarded=True) or []
+        except _Fatal as fatal:
+            self._rollback(batch, fatal.error)
+            return
+        except Exception as err:  # noqa: BLE001 - rollback or begin failed: the store is broken
+            self._rollback(batch, err)
+            return
         try:
             await engine.commit()
         except Exception as err:  # noqa: BLE001 - every caller of the group hears of it
@@ -155,6 +163,33 @@ class Batcher(Generic[TxT]):
                 item.future.set_exception(error)
             else:
                 item.future.set_result(result)
+
+    async def _run_units(
+        self, batch: list[_Pending[Any]], *, guarded: bool
+    ) -> list[tuple[_Pending[Any], Any, BaseException | None]] | None:
+        """Every unit's outcome; None when unguarded and a unit failed (roll back, retry)."""
+        engine = self._engine
+        outcomes: list[tuple[_Pending[Any], Any, BaseException | None]] = []
+        for item in batch:
+            if item.future.cancelled():
+                continue
+            if guarded:
+                engine.savepoint()
+            try:
+                result = await item.unit(engine.tx)
+            except Exception as err:  # the unit's error goes to its caller
+                if engine.is_fatal(err):
+                    raise _Fatal(err) from err
+                if not guarded:
+                    return None
+                engine.rollback_to_savepoint()
+                engine.release()
+                outcomes.append((item, None, err))
+            else:
+                if guarded:
+                    engine.release()
+                outcomes.append((item, result, None))
+        return outcomes
 
     def _rollback(self, batch: list[_Pending[Any]], err: BaseException) -> None:
         try:

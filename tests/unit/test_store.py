@@ -64,6 +64,31 @@ async def test_a_failing_unit_fails_alone(tmp_path: Path) -> None:
         await store.close()
 
 
+async def test_a_failing_unit_leaves_the_others_applied_exactly_once(tmp_path: Path) -> None:
+    """The group runs again with savepoints when a unit fails: nothing of the first try
+    may stay behind, so each counting unit counts once."""
+    store = SqliteStore(tmp_path / "db")
+    await store.open()
+
+    async def count(tx: Any) -> int:
+        value = (await tx.get_cursor("n") or 0) + 1
+        await tx.set_cursor("n", value, 0.0)
+        return value
+
+    async def bad(tx: Any) -> int:
+        await tx.set_cursor("n", 100, 0.0)
+        raise ValueError("refused")
+
+    try:
+        units = [count, count, bad, count, bad, count]
+        outcomes = await asyncio.gather(*(store.write(u) for u in units), return_exceptions=True)
+        assert [o for o in outcomes if not isinstance(o, Exception)] == [1, 2, 3, 4]
+        assert sum(isinstance(o, ValueError) for o in outcomes) == 2
+        assert await store.get_cursor("n") == 4
+    finally:
+        await store.close()
+
+
 async def test_past_max_pending_writes_are_refused_at_once(tmp_path: Path) -> None:
     store = SqliteStore(tmp_path / "db", max_pending=2)
     await store.open()
