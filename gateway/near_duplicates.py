@@ -17,6 +17,8 @@ longest window are swept, so storage stays bounded.
 
 from __future__ import annotations
 
+import functools
+
 from gateway.config import NearDuplicatesConfig
 from gateway.contact_graph import contact_event
 from gateway.events import EventType, HandleData, LinkSuggested
@@ -39,6 +41,12 @@ def prepare(
     """
     head = text.encode()[: config.max_text].decode(errors="ignore")
     return fingerprint(head, own_only=own_only)
+
+
+@functools.lru_cache(maxsize=1024)  # ~3 MB at most
+def decoded(blob: bytes) -> Fingerprint:
+    """A stored sketch, decoded once: the same recent ones are compared again and again."""
+    return Fingerprint.from_bytes(blob)
 
 
 async def is_anonymous(tx: Tx, contact_id: str, handles: list[Handle]) -> bool:
@@ -64,7 +72,7 @@ async def _same_text_elsewhere(
     )
     best, found = config.anonymous_threshold, None
     for _, other, _, blob in candidates:
-        earlier = Fingerprint.from_bytes(blob)
+        earlier = decoded(blob)
         if earlier.count < LINK_MIN_SHINGLES:
             continue
         score = similarity(fp, earlier)
@@ -95,7 +103,7 @@ async def flag(
         else await tx.recent_fingerprints(contact_id, now - config.window, config.max_candidates)
     )
     for earlier, blob in earlier_ones:
-        score = similarity(fp, Fingerprint.from_bytes(blob))
+        score = similarity(fp, decoded(blob))
         if score > best or (duplicate_of is None and score >= best):  # ties: the newest
             duplicate_of, best = earlier, score
     anonymous, keys = False, []
