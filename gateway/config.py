@@ -15,9 +15,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway import registry
+from gateway.business_hours import CalendarConfig
 from gateway.config_types import Listen, ListenAddress, Secret, Section, parse_listen
 from gateway.units import ByteSize, Duration, format_duration
 
@@ -183,6 +191,12 @@ class FirstResponseTargets(Section):
 
 class FirstResponseConfig(Section):
     targets: FirstResponseTargets = Field(default_factory=FirstResponseTargets)
+    # Channels whose targets count only opening hours: channel -> a [business_hours.NAME]
+    # calendar. A channel not named here counts real time.
+    business_hours: dict[Channel, str] = Field(default_factory=dict)
+    # A customer's own send time (a mail's Date) is shown, never trusted: it is clamped to
+    # no later than helpline's accept time and no earlier than this before it.
+    max_skew: Duration = Field(default=86400.0, ge=0)
 
 
 class LoggingConfig(Section):
@@ -204,10 +218,23 @@ class CoreConfig(Section):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     near_duplicates: NearDuplicatesConfig = Field(default_factory=NearDuplicatesConfig)
     first_response: FirstResponseConfig = Field(default_factory=FirstResponseConfig)
+    # Opening hours a first-response target may be counted in: NAME -> calendar.
+    business_hours: dict[str, CalendarConfig] = Field(default_factory=dict)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     daemon: DaemonConfig = Field(default_factory=DaemonConfig)
     connectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
     backends: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _calendars_exist(self) -> CoreConfig:
+        for channel, name in self.first_response.business_hours.items():
+            if name not in self.business_hours:
+                known = ", ".join(sorted(self.business_hours)) or "none is defined"
+                raise ValueError(
+                    f"first_response.business_hours.{channel} names calendar {name!r}, but "
+                    f"there is no [business_hours.{name}] table ({known})"
+                )
+        return self
 
 
 @dataclass(frozen=True, slots=True)

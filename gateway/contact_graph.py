@@ -15,11 +15,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from gateway.errors import NotFound
+from gateway.event_base import EventData
 from gateway.events import (
     ContactMerged,
     ContactSplit,
     Event,
-    EventData,
     EventType,
     HandleData,
     LinkSuggested,

@@ -23,6 +23,7 @@ from gateway import registry, reload
 from gateway.component import ComponentContext, ComponentState
 from gateway.config import Config, ConfigError, load_config
 from gateway.erasure import expire_content, expire_raw_mail
+from gateway.first_response.tracker import FirstResponseTracker
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -117,6 +118,9 @@ class Daemon:
         self.ingestor = Ingestor(self.store, core, self.metrics, self._clock)
         self.replies = Replies(self.store, core, self._clock)
         self.reader = StreamReader(self.store, self.notifier)
+        self.first_response = FirstResponseTracker(
+            self.store, self.notifier, core, self.metrics, self._clock
+        )
         self.web = WebContext(
             store=self.store,
             ingestor=self.ingestor,
@@ -143,6 +147,7 @@ class Daemon:
                 await self._runner.cleanup()
             await self.store.close()
             raise
+        await self.first_response.start()  # emits the breaches that fell due while down
         for spec in self.config.components:
             await self._start_component(spec)
         self._sweeper = asyncio.create_task(self._maintain(), name="maintenance")
@@ -232,6 +237,7 @@ class Daemon:
         self.web.config = core
         self.ingestor.config = core
         self.replies.config = core
+        self.first_response.config = core
         for key in steps.stop:
             await self._stop_component(key)
         for spec in steps.start:
@@ -330,6 +336,7 @@ class Daemon:
             steps.append(self._runner.cleanup())
         self._listening = False
         await self._bounded(asyncio.gather(*steps), "drain")
+        await self.first_response.stop()
         await self._bounded(self.store.close(), "store")
         log.info(
             "daemon.stopped",

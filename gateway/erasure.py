@@ -47,6 +47,8 @@ def tombstone(body: bytes) -> bytes:
         data["from"] = dict(_NO_SENDER)
     elif kind == EventType.MESSAGE_OUTBOUND:
         data.update(text="", html=None, erased=True)
+    elif kind in (EventType.CALL_RINGING, EventType.CALL_ANSWERED, EventType.CALL_MISSED):
+        data["from"] = {"phone": None, "name": None}
     elif kind in (EventType.CONTACT_MERGED, EventType.CONTACT_LINK_SUGGESTED):
         data["handles"] = []
     return orjson.dumps(envelope)

@@ -12,19 +12,15 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+from pydantic import Field
 
 from gateway.config import Channel
+from gateway.event_base import EventData, Timestamp
+from gateway.events_timing import CallEvent, FirstResponseBreached, FirstResponseMet
 from gateway.times import rfc3339
-
-Timestamp = Annotated[
-    datetime,
-    PlainSerializer(rfc3339, return_type=str),
-    WithJsonSchema({"type": "string", "format": "date-time"}),
-]
 
 
 class EventType(enum.StrEnum):
@@ -39,10 +35,11 @@ class EventType(enum.StrEnum):
     CONTACT_SPLIT = "helpline.contact.split.v1"
     CONTACT_LINK_SUGGESTED = "helpline.contact.link_suggested.v1"
     CONTACT_ERASED = "helpline.contact.erased.v1"
-
-
-class EventData(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+    CALL_RINGING = "helpline.call.ringing.v1"
+    CALL_ANSWERED = "helpline.call.answered.v1"
+    CALL_MISSED = "helpline.call.missed.v1"
+    FIRST_RESPONSE_MET = "helpline.first_response.met.v1"
+    FIRST_RESPONSE_BREACHED = "helpline.first_response.breached.v1"
 
 
 class Sender(EventData):
@@ -251,6 +248,11 @@ DATA_MODELS: dict[EventType, type[EventData]] = {
     EventType.CONTACT_SPLIT: ContactSplit,
     EventType.CONTACT_LINK_SUGGESTED: LinkSuggested,
     EventType.CONTACT_ERASED: ContactErased,
+    EventType.CALL_RINGING: CallEvent,
+    EventType.CALL_ANSWERED: CallEvent,
+    EventType.CALL_MISSED: CallEvent,
+    EventType.FIRST_RESPONSE_MET: FirstResponseMet,
+    EventType.FIRST_RESPONSE_BREACHED: FirstResponseBreached,
 }
 
 

@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
 import orjson
 
+from gateway.ack import Ack, clamp_sent_at
 from gateway.attachments import NewAttachment, store_attachments
 from gateway.automatic import AutomaticInbound, record_automatic
+from gateway.calls import CallStep, record_call
 from gateway.config import Channel, CoreConfig
 from gateway.contact_graph import UNVERIFIED, Evidence, resolve_contact
 from gateway.conversations import ThreadRef, assign
@@ -67,45 +69,6 @@ class Inbound:
     def thread_registers(self) -> list[ThreadRef]:
         found = [self.thread] if self.thread else []
         return found + ([ThreadRef("email", self.message_id)] if self.message_id else [])
-
-
-@dataclass(frozen=True, slots=True)
-class Ack:
-    offset: int
-    event_id: str
-    conversation_id: str
-    contact_id: str
-    duplicate: bool = False
-
-    def as_json(self) -> dict[str, object]:
-        # A literal, not dataclasses.asdict: this runs twice per message (~25 µs saved).
-        return {
-            "offset": self.offset,
-            "event_id": self.event_id,
-            "conversation_id": self.conversation_id,
-            "contact_id": self.contact_id,
-            "duplicate": self.duplicate,
-        }
-
-    @classmethod
-    def replayed(cls, answer: bytes) -> Ack:
-        data = orjson.loads(answer)
-        return cls(
-            offset=data["offset"],
-            event_id=data["event_id"],
-            conversation_id=data["conversation_id"],
-            contact_id=data["contact_id"],
-            duplicate=True,
-        )
-
-
-def clamp_sent_at(sent_at: datetime | None, accepted: datetime) -> datetime | None:
-    """A sender's own clock is shown, never trusted: never later than our accept time."""
-    if sent_at is None:
-        return None
-    if sent_at.tzinfo is None:
-        sent_at = sent_at.replace(tzinfo=UTC)
-    return min(sent_at, accepted).astimezone(UTC)
 
 
 class Ingestor:
@@ -196,6 +159,19 @@ class Ingestor:
     ) -> list[RawMail]:
         """Mail a connector accepted but did not finish normalizing (a crash in between)."""
         return await self._store.pending_raw_mail(connector, after, limit)
+
+    async def ingest_call(self, step: CallStep) -> Ack:
+        """Record one step of a phone call (ringing, answered, missed) on its conversation."""
+        rules = self.rules
+        step = replace(step, phone=rules.phone(step.phone, "phone"))
+
+        async def unit(tx: Tx) -> Ack:
+            return await record_call(tx, step, self.config, self._clock())
+
+        ack = await self._store.write(unit)
+        counter = self._metrics.duplicates if ack.duplicate else self._metrics.ingested
+        counter.labels("voice").inc()
+        return ack
 
     async def ingest_automatic(self, item: AutomaticInbound) -> str | None:
         """Record mail no human wrote on the conversation it names; it never opens one."""

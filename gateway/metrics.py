@@ -20,6 +20,15 @@ from gateway.config import CHANNELS
 disable_created_metrics()  # type: ignore[no-untyped-call]  # *_created series only add noise
 
 
+# One bucket set for every channel: log-spaced from 1 s to a day, dense around the default
+# targets (voice 4 s, chat 13 s, email/web 3 min). The share within target is exact from
+# the within/past counters whatever the buckets.
+FIRST_RESPONSE_BUCKETS = (
+    1, 2, 3, 4, 5, 6, 8, 10, 13, 15, 20, 30, 45, 60, 90, 120, 150, 180, 210, 240, 300,
+    450, 600, 900, 1200, 1800, 2700, 3600, 7200, 14400, 28800, 43200, 86400,
+)  # fmt: skip
+
+
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -94,9 +103,44 @@ class Metrics:
         self.store_writable = Gauge(
             "helpline_store_writable", "1 when the last commit succeeded", registry=r
         )
+        self.fr_seconds = Histogram(
+            "helpline_first_response_seconds",
+            "Customer message accepted to first human answer, by the channel that started it",
+            ["channel"],
+            buckets=FIRST_RESPONSE_BUCKETS,
+            registry=r,
+        )
+        self.fr_within = Counter(
+            "helpline_first_response_within_target",
+            "First responses within their channel's target",
+            ["channel"],
+            registry=r,
+        )
+        self.fr_past = Counter(
+            "helpline_first_response_past_target",
+            "First responses later than their channel's target",
+            ["channel"],
+            registry=r,
+        )
+        self.fr_breaches = Counter(
+            "helpline_first_response_breaches",
+            "Targets that passed with no human answer yet (a breach event each)",
+            ["channel"],
+            registry=r,
+        )
+        self.fr_waiting = Gauge(
+            "helpline_first_response_waiting",
+            "Conversations waiting for a first human answer, by age band",
+            ["channel", "age"],
+            registry=r,
+        )
         for channel in CHANNELS:  # every series exists from the start, at zero
             self.ingested.labels(channel)
             self.duplicates.labels(channel)
+            self.fr_seconds.labels(channel)
+            self.fr_within.labels(channel)
+            self.fr_past.labels(channel)
+            self.fr_breaches.labels(channel)
 
     def observe_commit(self, seconds: float, size: int) -> None:
         self.commit_seconds.observe(seconds)

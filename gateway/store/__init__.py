@@ -17,6 +17,7 @@ from typing import Protocol, TypeVar
 from gateway.events import Event
 from gateway.store.records import (
     AutoAck,
+    ClockRow,
     ContactRow,
     ConversationRow,
     FailingMark,
@@ -30,6 +31,7 @@ from gateway.store.records import (
 
 __all__ = [
     "AutoAck",
+    "ClockRow",
     "ContactRow",
     "ConversationRow",
     "FailingMark",
@@ -236,6 +238,12 @@ class Tx(Protocol):
 
     async def set_cursor(self, name: str, offset: int, now: float) -> None: ...
 
+    async def latest_clock(self, conversation_id: str) -> ClockRow | None: ...
+
+    async def put_clock(self, row: ClockRow) -> None:
+        """Insert a new clock (its id is set) or update one by its id."""
+        ...
+
 
 UnitOfWork = Callable[[Tx], Awaitable[T]]
 
@@ -276,6 +284,18 @@ class Store(Protocol):
     async def pending_raw_mail(self, connector: str, after: int, limit: int) -> list[RawMail]: ...
 
     async def mailbox_position(self, connector: str, mailbox: str) -> MailboxPosition | None: ...
+
+    async def due_clocks(self, now: float, limit: int) -> list[ClockRow]:
+        """Running clocks whose target passed and whose breach is not recorded yet."""
+        ...
+
+    async def next_due(self) -> float | None: ...
+
+    async def running_clocks(self, limit: int) -> list[ClockRow]:
+        """The clocks still waiting for a human answer, oldest first."""
+        ...
+
+    async def met_clocks(self, since: float, channel: str | None) -> list[ClockRow]: ...
 
     async def get_attachment(self, sha256: str) -> tuple[str, bytes] | None: ...
 

@@ -147,3 +147,28 @@ class AutoAck:
     conversation_id: str
     event_id: str
     at: float
+
+
+@dataclass(slots=True)
+class ClockRow:
+    """One first-response clock: from a customer's first message (or call) to a human answer."""
+
+    conversation_id: str
+    conversation_number: int
+    contact_id: str
+    channel: str
+    started_at: float
+    target: float
+    due_at: float
+    state: str = "running"  # "running" | "met" | "cancelled"
+    customer_at: float | None = None
+    calendar: str | None = None
+    breached_at: float | None = None
+    stopped_at: float | None = None
+    seconds: float | None = None
+    business_seconds: float | None = None
+    within_target: bool | None = None
+    reply_event_id: str | None = None
+    reply_channel: str | None = None
+    rearm: bool = False  # resolved since it ended: the next customer message starts a new one
+    id: int | None = None

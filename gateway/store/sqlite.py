@@ -22,6 +22,7 @@ from typing import TypeVar
 import structlog
 
 from gateway.store import (
+    ClockRow,
     ContactRow,
     ConversationRow,
     HandleRecord,
@@ -31,6 +32,7 @@ from gateway.store import (
     StoreHealth,
     UnitOfWork,
 )
+from gateway.store import sqlite_clocks as clocks
 from gateway.store.batching import Batcher
 from gateway.store.migrate import migrate_sqlite
 from gateway.store.sqlite_mail import failing_mark
@@ -268,6 +270,18 @@ class SqliteStore:
             (connector, mailbox),
         ).fetchone()
         return MailboxPosition(mailbox, int(row[0]), int(row[1]), int(row[2])) if row else None
+
+    async def due_clocks(self, now: float, limit: int) -> list[ClockRow]:
+        return clocks.due_clocks(self._reader, now, limit)
+
+    async def next_due(self) -> float | None:
+        return clocks.next_due(self._reader)
+
+    async def running_clocks(self, limit: int) -> list[ClockRow]:
+        return clocks.running_clocks(self._reader, limit)
+
+    async def met_clocks(self, since: float, channel: str | None) -> list[ClockRow]:
+        return clocks.met_clocks(self._reader, since, channel)
 
     async def get_attachment(self, sha256: str) -> tuple[str, bytes] | None:
         row = self._reader.execute(

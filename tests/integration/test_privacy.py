@@ -19,6 +19,15 @@ class Clock:
         return self.now
 
 
+async def until_met(live: LiveDaemon, count: int) -> None:
+    for _ in range(200):
+        events = await live.stream()
+        if sum(e["type"] == "helpline.first_response.met.v1" for e in events) >= count:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no first_response.met event")
+
+
 async def test_erasing_a_person_removes_content_and_keeps_tombstones(live: LiveDaemon) -> None:
     ann = {"email": "ann@example.org", "phone": "+4930555666", "name": "Ann Lee"}
     _, a, _ = await live.post(
@@ -31,6 +40,8 @@ async def test_erasing_a_person_removes_content_and_keeps_tombstones(live: LiveD
     _, other, _ = await live.post(
         "/v1/messages", message(2, **{"from": {"email": "bob@example.org"}})
     )
+    # The reply stops Ann's first-response clock: its met event is hers too.
+    await until_met(live, 1)
     before = await live.stream()
 
     status, erased, _ = await live.post(
@@ -56,7 +67,7 @@ async def test_erasing_a_person_removes_content_and_keeps_tombstones(live: LiveD
     assert reply["data"]["erased"] is True
     event = after[-1]
     assert event["type"] == "helpline.contact.erased.v1"
-    assert event["data"]["events_erased"] == 3 and event["data"]["reason"] == "GDPR request 2026-11"
+    assert event["data"]["events_erased"] == 4 and event["data"]["reason"] == "GDPR request 2026-11"
     # Bob is untouched, and Ann's handles find nobody now.
     bob = next(e for e in after if e["id"] == other["event_id"])
     assert bob["data"]["from"]["email"] == "bob@example.org"

@@ -373,10 +373,16 @@ async def test_api_answers_match_the_document(client: TestClient) -> None:  # ty
     assert page["next_after"] == page["events"][-1]["offset"]
     in_conversation = [e for e in page["events"] if e["subject"] == conv]
     assert in_conversation[: len(detail["events"])] == detail["events"]
-    # Every type the API can produce; the email connector's own are checked in its tests.
+    # Every type the API can produce; the email connector's, the call API's and the
+    # first-response tracker's own are checked in their tests.
     connector_only = {
         events.EventType.MESSAGE_AUTOMATIC.value,
         events.EventType.MESSAGE_DELIVERY_FAILED.value,
+        events.EventType.CALL_RINGING.value,
+        events.EventType.CALL_ANSWERED.value,
+        events.EventType.CALL_MISSED.value,
+        events.EventType.FIRST_RESPONSE_MET.value,
+        events.EventType.FIRST_RESPONSE_BREACHED.value,
     }
     assert {e["type"] for e in page["events"]} == {
         t.value for t in events.EventType

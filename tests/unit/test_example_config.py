@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 EXAMPLE = REPO / "config" / "helpline.example.toml"
 # Tables whose keys are names the operator chooses, documented by a commented template.
-TEMPLATES = {("http", "tokens"), ("connectors",), ("backends",)}
+TEMPLATES = {("http", "tokens"), ("connectors",), ("backends",), ("business_hours",)}
 
 
 def keys(model: type[BaseModel], prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -68,3 +68,19 @@ def test_the_commented_connector_examples_are_valid(monkeypatch: pytest.MonkeyPa
         config = parse_config("\n".join(block) + "\n")
         (spec,) = config.components
         assert spec.type in ("smtp", "lmtp", "imap", "smtp_out")
+
+
+def test_the_commented_calendar_example_is_valid() -> None:
+    from gateway.config import parse_config
+
+    lines = EXAMPLE.read_text().splitlines()
+    start = lines.index("# [business_hours.office]")
+    block = []
+    for line in lines[start:]:
+        if not line.startswith("# "):
+            break
+        block.append(line[2:])
+    config = parse_config(
+        "\n".join(block) + '\n[first_response.business_hours]\nemail = "office"\n'
+    )
+    assert config.core.business_hours["office"].friday == ["09:00-15:00"]

@@ -16,11 +16,12 @@ import orjson
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gateway.ack import Ack
 from gateway.config import CoreConfig
 from gateway.dedup import IdempotencyKey, digest_of
 from gateway.errors import IdempotencyConflict
 from gateway.identity import Handles
-from gateway.ingest import Ack, Inbound, Ingestor
+from gateway.ingest import Inbound, Ingestor
 from gateway.metrics import Metrics
 from gateway.store.sqlite import SqliteStore
 from gateway.stream import StreamNotifier, StreamReader

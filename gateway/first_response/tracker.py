@@ -1,0 +1,259 @@
+"""The first-response tracker: follows the stream, keeps the clocks, emits met and breached.
+
+It reads the stream from its own durable position and applies each event to
+its conversation's clock in one transaction with that position and any event
+it emits, so a crash never loses or repeats a `met`. Breaches come from a
+timer on the earliest due clock; a breach is emitted only once the tracker
+has read the whole stream (a reply committed just before the target must win),
+and one that fell due while the daemon was down is emitted at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import structlog
+
+from gateway.business_hours import ALWAYS, BusinessTime, Calendar
+from gateway.config import CHANNELS, CoreConfig
+from gateway.events import Event, EventType
+from gateway.events_timing import FirstResponseBreached, FirstResponseMet, Stages
+from gateway.first_response.rules import Change, ChannelPolicy, step
+from gateway.ids import event_id
+from gateway.metrics import Metrics
+from gateway.store import ClockRow, Store, Tx
+from gateway.stream import StreamNotifier
+
+log = structlog.get_logger("gateway.first_response")
+
+CURSOR = "first_response"
+BATCH = 200
+IDLE_CHECK = 30.0  # wake up at least this often (a clock set back, a due time recomputed)
+WAITING_LIMIT = 10_000
+SOURCE = "/core"
+
+
+def policies(config: CoreConfig) -> dict[str, ChannelPolicy]:
+    calendars: dict[str, BusinessTime] = {
+        name: Calendar.from_config(cfg) for name, cfg in config.business_hours.items()
+    }
+    fr = config.first_response
+    found = {}
+    for channel in CHANNELS:
+        name = fr.business_hours.get(channel)  # type: ignore[call-overload]
+        hours = calendars[name] if name else ALWAYS
+        found[channel] = ChannelPolicy(getattr(fr.targets, channel), name, hours)
+    return found
+
+
+class FirstResponseTracker:
+    def __init__(
+        self,
+        store: Store,
+        notifier: StreamNotifier,
+        config: CoreConfig,
+        metrics: Metrics,
+        clock: Callable[[], float],
+    ) -> None:
+        self._store = store
+        self._notifier = notifier
+        self._metrics = metrics
+        self._clock = clock
+        self.config = config
+        self._after = 0
+        self._task: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def config(self) -> CoreConfig:
+        return self._config
+
+    @config.setter
+    def config(self, config: CoreConfig) -> None:
+        """New targets apply to clocks started from now on (a started one keeps its due time)."""
+        self._config = config
+        self._policies = policies(config)
+
+    async def start(self) -> None:
+        self._after = await self._store.get_cursor(CURSOR) or 0
+        await self.tick()
+        self._task = asyncio.create_task(self._run(), name="first-response")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def tick(self) -> None:
+        """Read everything committed so far, then emit the breaches that are due."""
+        async with self._lock:
+            while await self._read_batch():
+                pass
+            await self._breach_due()
+            await self._refresh_waiting()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.tick()
+            except Exception as err:  # noqa: BLE001 - the store may be down for a while
+                log.warning("first_response.failed", error=f"{type(err).__name__}: {err}")
+            due = await self._store.next_due()
+            wait = IDLE_CHECK if due is None else min(IDLE_CHECK, max(0.0, due - self._clock()))
+            await self._notifier.wait_beyond(self._after, wait)
+
+    async def _read_batch(self) -> bool:
+        rows = await self._store.read_stream(self._after, BATCH)
+        if not rows:
+            return False
+        last = rows[-1][0]
+        events = [orjson.loads(body) for _, body in rows]
+        done: list[ClockRow] = []
+
+        async def unit(tx: Tx) -> None:
+            done.clear()
+            for event in events:
+                row = await self._apply(tx, event)
+                if row is not None:
+                    done.append(row)
+            await tx.set_cursor(CURSOR, last, self._clock())
+
+        await self._store.write(unit)
+        self._after = last
+        for row in done:
+            self._observe(row)
+        return True
+
+    async def _apply(self, tx: Tx, event: dict[str, Any]) -> ClockRow | None:
+        data = event["data"]
+        conversation = data.get("conversation_id") if isinstance(data, dict) else None
+        if not conversation or event["type"] in _IGNORED:
+            return None
+        latest = await tx.latest_clock(conversation)
+        at = datetime.fromisoformat(event["time"]).timestamp()
+        outcome = step(latest, event, at, self._policies, self.config.first_response.max_skew)
+        if outcome.clock is None:
+            return None
+        await tx.put_clock(outcome.clock)
+        if outcome.change is Change.MET:
+            await tx.append(_met_event(outcome.clock, self._clock()))
+            return outcome.clock
+        return None
+
+    async def _breach_due(self) -> None:
+        now = self._clock()
+        for row in await self._store.due_clocks(now, BATCH):
+
+            async def unit(tx: Tx, row: ClockRow = row) -> bool:
+                return await self._breach(tx, row, now)
+
+            if await self._store.write(unit):
+                self._metrics.fr_breaches.labels(row.channel).inc()
+                log.info(
+                    "first_response.breached",
+                    conversation_id=row.conversation_id,
+                    channel=row.channel,
+                    target=row.target,
+                )
+
+    async def _breach(self, tx: Tx, row: ClockRow, now: float) -> bool:
+        if await tx.events_after(self._after, 1):
+            return False  # unread events first: one may be the answer
+        latest = await tx.latest_clock(row.conversation_id)
+        if latest is None or latest.id != row.id or latest.state != "running":
+            return False
+        if latest.breached_at is not None:
+            return False
+        latest.breached_at = now
+        await tx.put_clock(latest)
+        await tx.append(_breach_event(latest, now))
+        return True
+
+    def _observe(self, row: ClockRow) -> None:
+        m = self._metrics
+        seconds = row.seconds or 0.0
+        m.fr_seconds.labels(row.channel).observe(seconds)
+        (m.fr_within if row.within_target else m.fr_past).labels(row.channel).inc()
+
+    async def _refresh_waiting(self) -> None:
+        now = self._clock()
+        counts = {(c, band): 0 for c in CHANNELS for band in AGE_BANDS}
+        for row in await self._store.running_clocks(WAITING_LIMIT):
+            counts[(row.channel, age_band(now - row.started_at))] += 1
+        for (channel, band), count in counts.items():
+            self._metrics.fr_waiting.labels(channel, band).set(count)
+
+
+_IGNORED = frozenset({EventType.FIRST_RESPONSE_MET, EventType.FIRST_RESPONSE_BREACHED})
+
+AGE_BANDS: dict[str, float] = {
+    "under_1m": 60,
+    "1m_to_5m": 300,
+    "5m_to_15m": 900,
+    "15m_to_1h": 3600,
+    "1h_to_4h": 14400,
+    "4h_to_1d": 86400,
+    "over_1d": float("inf"),
+}
+
+
+def age_band(age: float) -> str:
+    return next(name for name, limit in AGE_BANDS.items() if age < limit)
+
+
+def _when(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+def _met_event(row: ClockRow, now: float) -> Event:
+    customer = None if row.customer_at is None else row.started_at - row.customer_at
+    data = FirstResponseMet(
+        conversation_id=row.conversation_id,
+        conversation_number=row.conversation_number,
+        contact_id=row.contact_id,
+        channel=row.channel,
+        reply_channel=row.reply_channel,
+        reply_event_id=row.reply_event_id or "",
+        started_at=_when(row.started_at),
+        stopped_at=_when(row.stopped_at or now),
+        seconds=row.seconds or 0.0,
+        business_seconds=row.business_seconds,
+        target_seconds=row.target,
+        within_target=bool(row.within_target),
+        stages=Stages(customer_to_accepted=customer, accepted_to_reply=row.seconds or 0.0),
+    )
+    return _event(EventType.FIRST_RESPONSE_MET, row, data, now)
+
+
+def _breach_event(row: ClockRow, now: float) -> Event:
+    data = FirstResponseBreached(
+        conversation_id=row.conversation_id,
+        conversation_number=row.conversation_number,
+        contact_id=row.contact_id,
+        channel=row.channel,
+        started_at=_when(row.started_at),
+        due_at=_when(row.due_at),
+        target_seconds=row.target,
+        business_hours=row.calendar,
+    )
+    return _event(EventType.FIRST_RESPONSE_BREACHED, row, data, now)
+
+
+def _event(kind: EventType, row: ClockRow, data: Any, at: float) -> Event:
+    return Event(
+        id=event_id(),
+        type=kind,
+        source=SOURCE,
+        time=_when(at),
+        subject=row.conversation_id,
+        data=data,
+        conversation_id=row.conversation_id,
+        contact_id=row.contact_id,
+    )
