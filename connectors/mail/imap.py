@@ -186,6 +186,8 @@ class ImapConnector:
             finally:
                 self._session = None
                 await self._call(session.close)
+            if session.selected:  # it worked for a while: start the backoff afresh
+                delay = self.config.reconnect_initial
             self._counters["reconnects"] += 1
             await asyncio.sleep(delay)
             delay = min(self.config.reconnect_cap, delay * 2)

@@ -58,6 +58,7 @@ class MailboxSession:
         self.idle_supported = False
         self.move_supported = False
         self.uidplus = False
+        self.selected = False  # the folder was opened: the connection worked
 
     def connect(self) -> None:
         ep = self._endpoint
@@ -90,6 +91,7 @@ class MailboxSession:
 
     def select(self) -> FolderState:
         info: dict[bytes, Any] = self._live().select_folder(self._folder)
+        self.selected = True
         return FolderState(int(info[b"UIDVALIDITY"]), int(info.get(b"UIDNEXT", 0)))
 
     def uidnext(self) -> int:
