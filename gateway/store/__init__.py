@@ -38,7 +38,9 @@ __all__ = [
     "Handle",
     "HandleRecord",
     "IdempotencyRecord",
+    "Latencies",
     "MailboxPosition",
+    "MetStats",
     "Overloaded",
     "RawMail",
     "SchemaTooNew",
@@ -49,6 +51,7 @@ __all__ = [
     "StoreUnavailable",
     "Tx",
     "UnitOfWork",
+    "Waiting",
     "sqlite_path",
     "ts",
 ]
@@ -256,6 +259,43 @@ class StoreHealth:
     head_offset: int
 
 
+@dataclass(frozen=True, slots=True)
+class Latencies:
+    """Some answered clocks' latencies in seconds: exact nearest-rank percentiles (the
+    smallest latency with at least p% of them at or below it, so one that really occurred),
+    the share within target and how many went past it."""
+
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    within_target: float  # share 0..1, as each clock was judged when it stopped
+    past_target: int  # stopped past target, or with a breach recorded
+
+
+@dataclass(frozen=True, slots=True)
+class MetStats:
+    """The clocks stopped by an answer (state met) in a period, read in one snapshot.
+
+    `channels` and `days` measure real seconds, or business seconds where the clock has a
+    calendar when asked to; the two stages always measure real seconds."""
+
+    channels: dict[str, Latencies]  # per clock channel (the one that started it)
+    days: dict[tuple[str, str], Latencies]  # per (UTC date "YYYY-MM-DD", channel), in order
+    customer_to_accepted: dict[str, Latencies]  # clocks with a customer's own send time
+    accepted_to_reply: dict[str, Latencies]
+
+
+@dataclass(frozen=True, slots=True)
+class Waiting:
+    """The clocks of one channel still waiting for a human answer."""
+
+    count: int
+    past_due: int  # of them, how many passed their target (breach recorded or due)
+    oldest: list[ClockRow]  # oldest first, at most the limit asked for
+
+
 class Store(Protocol):
     """What the core needs of a store engine."""
 
@@ -296,6 +336,20 @@ class Store(Protocol):
         ...
 
     async def met_clocks(self, since: float, channel: str | None) -> list[ClockRow]: ...
+
+    async def met_stats(
+        self, since: float, until: float, channel: str | None, business: bool
+    ) -> MetStats:
+        """Latencies of the clocks stopped by an answer with `since <= stopped_at <= until`,
+        per channel and per UTC day, aggregated by the engine (off the event loop)."""
+        ...
+
+    async def waiting_clocks(
+        self, now: float, channel: str | None, limit: int
+    ) -> dict[str, Waiting]:
+        """Per channel with running clocks: how many, how many are past due at `now`, and
+        the oldest `limit` of them."""
+        ...
 
     async def get_attachment(self, sha256: str) -> tuple[str, bytes] | None: ...
 

@@ -27,10 +27,12 @@ from gateway.store import (
     ConversationRow,
     HandleRecord,
     MailboxPosition,
+    MetStats,
     RawMail,
     StoreClosed,
     StoreHealth,
     UnitOfWork,
+    Waiting,
 )
 from gateway.store import sqlite_clocks as clocks
 from gateway.store.batching import Batcher
@@ -282,6 +284,27 @@ class SqliteStore:
 
     async def met_clocks(self, since: float, channel: str | None) -> list[ClockRow]:
         return clocks.met_clocks(self._reader, since, channel)
+
+    async def met_stats(
+        self, since: float, until: float, channel: str | None, business: bool
+    ) -> MetStats:
+        """Aggregated off the loop (a long period sorts many clocks), on the checkpoint
+        thread's connection, as idempotency_stats is."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self._checkpoint_thread,
+            clocks.met_stats,
+            self._checkpointer,
+            since,
+            until,
+            channel,
+            business,
+        )
+
+    async def waiting_clocks(
+        self, now: float, channel: str | None, limit: int
+    ) -> dict[str, Waiting]:
+        return clocks.waiting_clocks(self._reader, now, channel, limit)
 
     async def get_attachment(self, sha256: str) -> tuple[str, bytes] | None:
         row = self._reader.execute(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
+from gateway.store import Latencies, MetStats, Waiting
 from gateway.store.records import ClockRow
 
 _COLUMNS = (
@@ -96,6 +97,125 @@ def met_clocks(conn: sqlite3.Connection, since: float, channel: str | None) -> l
         query += " AND channel = ?"
         args += (channel,)
     return [_row(r) for r in conn.execute(query + " ORDER BY stopped_at", args).fetchall()]
+
+
+_REAL = "seconds"
+_BUSINESS = "coalesce(business_seconds, seconds)"  # business seconds where it had a calendar
+_CUSTOMER = "started_at - customer_at"
+_BY_CHANNEL = ("channel",)
+_BY_DAY = ("date(stopped_at, 'unixepoch')", "channel")
+
+
+def _latencies(
+    conn: sqlite3.Connection,
+    value: str,
+    keys: tuple[str, ...],
+    *,
+    since: float,
+    until: float,
+    channel: str | None,
+    only: str = "",
+) -> dict[tuple[str, ...], Latencies]:
+    """Summaries of `value` over the met clocks stopped in [since, until], grouped by `keys`.
+
+    A range scan of the partial index on stopped_at; the percentiles are nearest rank
+    (rank ceil(p * n / 100), in integers: the first rank with rank * 100 >= p * n), so
+    only the summaries leave SQLite, never the clocks.
+    """
+    named = ", ".join(f"{key} AS k{i}" for i, key in enumerate(keys))
+    group = ", ".join(f"k{i}" for i in range(len(keys)))
+    where = "state = 'met' AND stopped_at >= ? AND stopped_at <= ?" + only
+    args: tuple[object, ...] = (since, until)
+    if channel is not None:
+        where += " AND channel = ?"
+        args += (channel,)
+    pick = "min(CASE WHEN rn * 100 >= n * {p} THEN value END)"
+    rows = conn.execute(
+        f"WITH picked AS (SELECT {named}, {value} AS value, within_target, breached_at "
+        f"FROM first_response_clocks WHERE {where}), "
+        f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {group} ORDER BY value) AS rn, "
+        f"count(*) OVER (PARTITION BY {group}) AS n FROM picked) "
+        f"SELECT {group}, count(*), avg(value), {pick.format(p=50)}, {pick.format(p=90)}, "
+        f"{pick.format(p=99)}, avg(within_target), "
+        "sum(within_target = 0 OR breached_at IS NOT NULL) "
+        f"FROM ranked GROUP BY {group} ORDER BY {group}",
+        args,
+    ).fetchall()
+    found = {}
+    for row in rows:
+        count, mean, p50, p90, p99, within, past = row[len(keys) :]
+        found[tuple(str(k) for k in row[: len(keys)])] = Latencies(
+            count=int(count),
+            mean=float(mean),
+            p50=float(p50),
+            p90=float(p90),
+            p99=float(p99),
+            within_target=float(within),
+            past_target=int(past),
+        )
+    return found
+
+
+def met_stats(
+    conn: sqlite3.Connection, since: float, until: float, channel: str | None, business: bool
+) -> MetStats:
+    """Everything a report needs of the answered clocks, in one read transaction."""
+    value = _BUSINESS if business else _REAL
+    conn.execute("BEGIN")
+    try:
+        channels = _latencies(conn, value, _BY_CHANNEL, since=since, until=until, channel=channel)
+        days = _latencies(conn, value, _BY_DAY, since=since, until=until, channel=channel)
+        customer = _latencies(
+            conn,
+            _CUSTOMER,
+            _BY_CHANNEL,
+            since=since,
+            until=until,
+            channel=channel,
+            only=" AND customer_at IS NOT NULL",
+        )
+        reply = (
+            channels
+            if not business
+            else _latencies(conn, _REAL, _BY_CHANNEL, since=since, until=until, channel=channel)
+        )
+    finally:
+        conn.execute("COMMIT")
+    return MetStats(
+        channels={k[0]: v for k, v in channels.items()},
+        days={(k[0], k[1]): v for k, v in days.items()},
+        customer_to_accepted={k[0]: v for k, v in customer.items()},
+        accepted_to_reply={k[0]: v for k, v in reply.items()},
+    )
+
+
+def waiting_clocks(
+    conn: sqlite3.Connection, now: float, channel: str | None, limit: int
+) -> dict[str, Waiting]:
+    """Per channel: the running clocks counted, and the oldest `limit` of them (each a scan
+    of the partial index on started_at), in one read transaction."""
+    query = (
+        "SELECT channel, count(*), sum(breached_at IS NOT NULL OR due_at <= ?) "
+        "FROM first_response_clocks WHERE state = 'running'"
+    )
+    args: tuple[object, ...] = (now,)
+    if channel is not None:
+        query += " AND channel = ?"
+        args += (channel,)
+    conn.execute("BEGIN")
+    try:
+        counts = conn.execute(query + " GROUP BY channel ORDER BY channel", args).fetchall()
+        found = {}
+        for name, count, past in counts:
+            oldest = conn.execute(
+                f"SELECT {_COLUMNS} FROM first_response_clocks "
+                "WHERE state = 'running' AND channel = ? ORDER BY started_at, id LIMIT ?",
+                (name, limit),
+            ).fetchall()
+            found[str(name)] = Waiting(int(count), int(past), [_row(r) for r in oldest])
+    finally:
+        conn.execute("COMMIT")
+    return found
 
 
 class SqliteClocksTx:

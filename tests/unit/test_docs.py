@@ -34,12 +34,13 @@ from gateway.daemon import Daemon
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
+from gateway.store import ClockRow, Tx
 from gateway.store.sqlite import SqliteStore
 from gateway.stream import StreamNotifier, StreamReader
 from gateway.web import bodies
 from gateway.web.app import ComponentRoutes, build_app
 from gateway.web.auth import TokenTable
-from gateway.web.context import WebContext
+from gateway.web.context import CONTEXT, WebContext
 from gateway.web.proxies import ProxyRules
 
 REPO = Path(__file__).resolve().parents[2]
@@ -419,6 +420,57 @@ async def test_api_answers_match_the_document(client: TestClient) -> None:  # ty
         body,
         "405",
     )
+
+
+async def test_report_answers_match_the_document(client: TestClient) -> None:  # type: ignore[type-arg]
+    """The first-response report with answered and waiting clocks, filtered, and refused."""
+    message = {"from": {"email": "ann@example.org", "name": "Ann"}, "text": "Hello?"}
+    resp = await client.post("/v1/messages", json=message, headers=AUTH)
+    ack = await _answer(resp, "post", "/v1/messages")
+    ctx = client.app[CONTEXT]
+    now = ctx.ingestor.now()
+    ids = {
+        "conversation_id": ack["conversation_id"],
+        "conversation_number": 1,
+        "contact_id": ack["contact_id"],
+    }
+    answered = ClockRow(
+        **ids,
+        channel="email",
+        started_at=now - 100,
+        customer_at=now - 130,
+        target=180.0,
+        calendar="office",
+        due_at=now + 3600,
+        state="met",
+        stopped_at=now - 10,
+        seconds=90.0,
+        business_seconds=0.0,
+        within_target=True,
+        rearm=True,
+    )
+    waiting = ClockRow(**ids, channel="chat", started_at=now - 50, target=13.0, due_at=now - 37)
+
+    async def unit(tx: Tx) -> None:
+        await tx.put_clock(answered)
+        await tx.put_clock(waiting)
+
+    await ctx.store.write(unit)
+    path = "/v1/reports/first-response"
+    resp = await client.get(path, headers=AUTH)
+    body = await _answer(resp, "get", path)
+    assert body["channels"]["email"]["p50"] == 90.0
+    assert body["channels"]["chat"]["waiting"]["oldest"][0]["name"] == "Ann"
+    assert body["daily"][0]["channel"] == "email"
+    since = quote("2000-01-01T00:00:00+02:00")
+    resp = await client.get(f"{path}?since={since}&channel=email&business_hours=true", headers=AUTH)
+    body = await _answer(resp, "get", path)
+    assert list(body["channels"]) == ["email"] and body["channels"]["email"]["p50"] == 0.0
+    assert body["channels"]["email"]["stages"]["customer_to_accepted"]["p50"] == 30.0
+    for bad in ("since=x", "channel=fax", "business_hours=2"):
+        resp = await client.get(f"{path}?{bad}", headers=AUTH)
+        assert (await _answer(resp, "get", path))["errors"][0]["field"] == bad.split("=")[0]
+    assert (await _answer(await client.get(path), "get", path))["status"] == 401
 
 
 async def test_validate_event_checks_real_events(client: TestClient) -> None:  # type: ignore[type-arg]
