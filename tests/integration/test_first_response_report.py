@@ -1,19 +1,27 @@
-"""The first-response report (GET /v1/reports/first-response) over clocks scripted with a
-controllable clock: exact nearest-rank figures per channel, business hours, the waiting
-list, the channel and since filters, refused parameters."""
+"""The first-response report (GET /v1/reports/first-response, `helpline report
+first-response`) over clocks scripted with a controllable clock: exact nearest-rank
+figures per channel, business hours, the waiting list, the channel and since filters,
+refused parameters, and the command in its three formats against the daemon's port."""
 
 from __future__ import annotations
 
+import asyncio
+import csv
+import io
+import os
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
+import orjson
+
 from gateway.calls import CallStep
 from gateway.identity import Handles
 from gateway.ingest import Inbound
-from tests.conftest import LiveDaemon
+from tests.conftest import REPO, TOKENS, LiveDaemon, free_port
 
 T0 = datetime(2026, 11, 23, 10, 0, tzinfo=UTC).timestamp()
 DAY = 86400.0
@@ -322,3 +330,85 @@ async def test_bad_parameters_are_refused_by_name(make_daemon: Callable[..., Any
         assert [e["field"] for e in body["errors"]] == [field], query
     status, body, _ = await live.get(REPORT, token=None)
     assert status == 401
+
+
+def words(text: str) -> list[str]:
+    return text.split()
+
+
+async def helpline(*args: str) -> tuple[int, str, str]:
+    """The command, as a process, while this loop serves the daemon it talks to."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+        cwd=REPO,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+async def test_the_report_command_in_three_formats(make_daemon: Callable[..., Any]) -> None:
+    clock = Clock()
+    live = await scripted(make_daemon, clock)
+    expected = await report(live)
+    target = ["report", "first-response", "--url", live.url, "--token", TOKENS["main"]]
+
+    code, out, err = await helpline(*target, "--format", "json")
+    assert code == 0, err
+    assert orjson.loads(out) == expected
+
+    code, out, err = await helpline(*target, "--format", "csv", "--since", "1d")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [r["channel"] for r in rows] == ["email", "webform", "chat", "voice", "api"]
+    email = rows[0]
+    assert [email[k] for k in ("count", "p50", "p90", "p99")] == words("20 150.0 270.0 300.0")
+    assert (email["mean"], email["within_target"], email["breaches"]) == ("157.5", "0.6", "9")
+    assert (email["waiting.count"], email["waiting.oldest.age"]) == ("2", "350.0")
+    assert (email["target"], email["calendar"]) == ("180.0", "")
+    assert rows[1]["p50"] == "" and rows[1]["waiting.oldest.age"] == ""
+    assert rows[2]["stages.customer_to_accepted.p50"] == "4.0"
+    assert out.splitlines()[0].split(",")[:4] == ["channel", "target", "calendar", "count"]
+
+    code, out, err = await helpline(*target, "--channel", "email", "--business-hours")
+    assert code == 0, err
+    lines = out.splitlines()
+    assert lines[0] == (
+        "First response from 2026-11-16T10:06:40.000Z to 2026-11-23T10:06:40.000Z, "
+        "in business hours where a channel counts them"
+    )
+    assert lines[2].split() == (
+        words("channel target count p50 p90 p99 mean within breaches waiting oldest wait")
+    )
+    assert lines[3].split() == words("email 3m00s 20 2m30s 4m30s 5m00s 2m38s 60.0% 9 2 5m50s")
+    assert len(lines) == 4
+    code, out, err = await helpline(*target)
+    assert code == 0, err
+    table = {line.split()[0]: line.split() for line in out.splitlines()[3:]}
+    assert table["chat"] == words("chat 13s 3 12s 20s 20s 12.3s 66.7% 1 0 -")
+    assert table["webform"] == words("webform 3m00s 0 - - - - - 0 0 -")
+    assert out.splitlines()[0].endswith(", in real time")
+    # Fixed widths: each column's cells end where its heading does.
+    header, *cells = out.splitlines()[2:]
+    end = header.index("p90") + len("p90")
+    assert [line[:end].split()[-1] for line in cells] == ["4m30s", "-", "20s", "3s", "-"]
+
+
+async def test_the_report_command_refusals(make_daemon: Callable[..., Any]) -> None:
+    clock = Clock()
+    live = await make_daemon(clock=clock)
+    target = ["report", "first-response", "--url", live.url, "--token", TOKENS["main"]]
+    code, _, err = await helpline(*target, "--since", "yesterday")
+    assert code == 2 and "since" in err and "400" in err
+    code, _, err = await helpline(*target[:-1], "wrong-token")
+    assert code == 1 and "401" in err
+    nobody = f"http://127.0.0.1:{free_port()}"
+    code, out, err = await helpline("report", "first-response", "--url", nobody, "--token", "x")
+    assert code == 1 and out == ""
+    assert "cannot reach the daemon" in err
