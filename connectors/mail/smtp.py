@@ -19,13 +19,13 @@ from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from aiosmtpd.lmtp import LMTP
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from pydantic import Field, field_validator, model_validator
 
 from connectors.mail import replies
 from connectors.mail.hooks import MailHandler, RecipientPolicy
 from connectors.mail.normalize import MailIntake
+from connectors.mail.smtp_protocol import FastLMTP, FastSMTP, session_factory
 from gateway.component import ComponentContext, ComponentState, Health, PermanentStartError
 from gateway.config_types import Listen, ListenAddress, Secret, Section, parse_listen
 from gateway.units import ByteSize, Duration
@@ -141,11 +141,11 @@ class _Limited:
         super().connection_lost(error)  # type: ignore[misc]
 
 
-class _LimitedSMTP(_Limited, SMTP):
+class _LimitedSMTP(_Limited, FastSMTP):
     pass
 
 
-class _LimitedLMTP(_Limited, LMTP):
+class _LimitedLMTP(_Limited, FastLMTP):
     pass
 
 
@@ -189,19 +189,22 @@ class SmtpConnector:
             name: secret.get_secret_value().encode() for name, secret in cfg.auth_users.items()
         }
 
+        new_session = session_factory(
+            self.protocol,
+            self._handler,
+            data_size_limit=cfg.max_message_size,
+            hostname=hostname,
+            ident="helpline",
+            timeout=cfg.timeout,
+            tls_context=tls,
+            require_starttls=cfg.require_tls,
+            auth_required=bool(users),
+            auth_require_tls=cfg.auth_require_tls,
+            authenticator=_Authenticator(users) if users else None,
+        )
+
         def make() -> SMTP:
-            proto = self.protocol(
-                self._handler,
-                data_size_limit=cfg.max_message_size,
-                hostname=hostname,
-                ident="helpline",
-                timeout=cfg.timeout,
-                tls_context=tls,
-                require_starttls=cfg.require_tls,
-                auth_required=bool(users),
-                auth_require_tls=cfg.auth_require_tls,
-                authenticator=_Authenticator(users) if users else None,
-            )
+            proto = new_session()
             proto.limits = self._limits  # type: ignore[attr-defined]
             return proto
 

@@ -420,3 +420,145 @@ async def test_a_surprise_at_data_is_a_temporary_answer(
             ["support@example.com"],
         )
     assert info.value.smtp_code == 451  # the sender keeps the mail and retries
+
+
+# -- the session over a raw socket: DATA as sent, limits, odd addresses -------------------
+
+
+def _raw_mails(live: LiveDaemon) -> list[tuple[str | None, str, bytes]]:
+    with sqlite3.connect(live.daemon.store.path) as db:
+        rows = db.execute("SELECT mail_from, recipients, raw FROM raw_mail ORDER BY id").fetchall()
+    return [(r[0], r[1], bytes(r[2])) for r in rows]
+
+
+def _mail_commands(data: Any, sender: bytes = b"<ann@example.org>") -> list[Any]:
+    return [
+        b"MAIL FROM:" + sender + b"\r\n",
+        b"RCPT TO:<support@example.com>\r\n",
+        b"DATA\r\n",
+        data,
+    ]
+
+
+async def test_data_is_kept_as_sent_dot_unstuffed(smtp: tuple[LiveDaemon, int]) -> None:
+    from tests.integration.test_smtp_protocol import talk
+
+    live, port = smtp
+    head = b"From: ann@example.org\r\nSubject: dots\r\nMessage-ID: <dots@example.org>\r\n\r\n"
+    sent = head + b"..leading dot\r\n...\r\n..\r\nbare\nLF\n.\nlines\r\n"
+    stored = head + b".leading dot\r\n..\r\n.\r\nbare\nLF\n.\nlines\r\n"
+    # The end marker and the lines cut across the socket's reads.
+    pieces = [sent[:40], sent[40:-9], sent[-9:] + b".", b"\r\n"]
+    got = await talk(port, [b"EHLO c.example\r\n", *_mail_commands(pieces), b"QUIT\r\n"])
+    assert got[4] == "354 End data with <CR><LF>.<CR><LF>"
+    assert got[5] == replies.ACCEPTED
+    ((mail_from, _, raw),) = _raw_mails(live)
+    assert raw == stored and mail_from == "ann@example.org"
+    (event,) = await inbound(live, 1)
+    assert event["data"]["text"].startswith(".leading dot\n..\n.\nbare\nLF\n.\nlines")
+
+
+async def test_size_limit_exactly_at_and_just_over(make_daemon: Callable[..., Any]) -> None:
+    """The limit counts the bytes between DATA and the end marker (dots as sent); past it
+    552 after the whole mail was read, and the session goes on."""
+    from tests.integration.test_smtp_protocol import body, talk
+
+    port = free_port()
+    live = await make_daemon(smtp_section(port, extra='max_message_size = "10KiB"\n'))
+    head = b"From: ann@example.org\r\nSubject: big\r\n\r\n"
+    at_limit = head + body(10 * 1024 - len(head))
+    over = head + body(10 * 1024 + 1 - len(head))
+    assert len(at_limit) == 10240 and len(over) == 10241
+    commands = [
+        b"EHLO c.example\r\n",
+        *_mail_commands([over[:5000], over[5000:], b".\r\n"]),
+        *_mail_commands([at_limit, b".\r\n"]),
+        b"QUIT\r\n",
+    ]
+    got = await talk(port, commands)
+    assert got[5].startswith("552 ") and got[9] == replies.ACCEPTED
+    assert [raw for _, _, raw in _raw_mails(live)] == [at_limit]
+
+
+async def test_an_overlong_line_is_refused_and_the_session_goes_on(
+    smtp: tuple[LiveDaemon, int],
+) -> None:
+    from tests.integration.test_smtp_protocol import talk
+
+    live, port = smtp
+    long_line = b"Subject: long\r\n\r\n" + b"x" * 1000 + b"\r\n.\r\n"  # 1002 with the CRLF
+    ok_line = b"From: ann@example.org\r\n\r\n" + b"y" * 998 + b"\r\n.\r\n"  # 1000: fine
+    commands = [
+        b"EHLO c.example\r\n",
+        *_mail_commands([long_line[:700], long_line[700:]]),
+        *_mail_commands(ok_line),
+        b"QUIT\r\n",
+    ]
+    got = await talk(port, commands)
+    assert got[5].startswith("500 Line too long") and got[9] == replies.ACCEPTED
+    assert [raw for _, _, raw in _raw_mails(live)] == [ok_line[:-3]]
+
+
+async def test_odd_but_valid_addresses(smtp: tuple[LiveDaemon, int]) -> None:
+    """Forms the plain `<local@domain>` fast path leaves to aiosmtpd's own parser."""
+    from tests.integration.test_smtp_protocol import talk
+
+    live, port = smtp
+    data = b"From: ann@example.org\r\nSubject: odd\r\n\r\nhello\r\n.\r\n"
+    commands = [
+        b"EHLO c.example\r\n",
+        b'MAIL FROM:<"ann lee"@example.org> (a comment) BODY=8BITMIME\r\n',
+        b'RCPT TO:<"support"@example.com>\r\n',  # quoted, the same address
+        b"RCPT TO:<@relay.example:billing@help.example.com>\r\n",  # a source route
+        b"RCPT TO:sales@help.example.com\r\n",  # no angle brackets
+        b"RCPT TO:<nobody@elsewhere.example> SIZE=5\r\n",
+        b"DATA\r\n",
+        data,
+        b"MAIL FROM:<>\r\n",  # the null sender of a bounce
+        b"RCPT TO:<support@example.com>   \r\n",
+        b"RCPT TO:<support@example.com>(comment)\r\n",
+        b"QUIT\r\n",
+    ]
+    got = await talk(port, commands)
+    assert got[3] == got[4] == got[5] == replies.RECIPIENT_OK
+    assert got[6].startswith("55")  # not ours (550) or a parameter refused (555)
+    assert got[8] == replies.ACCEPTED
+    assert got[9].startswith("250") and got[10] == got[11] == replies.RECIPIENT_OK
+    ((mail_from, recipients, _),) = _raw_mails(live)
+    assert mail_from == '"ann lee"@example.org'
+    assert "support@example.com" in recipients and "billing@help.example.com" in recipients
+    (event,) = await inbound(live, 1)
+    assert event["data"]["recipients"] == [
+        "support@example.com",
+        "billing@help.example.com",
+        "sales@help.example.com",
+    ]
+
+
+async def test_lmtp_answers_per_recipient_after_chunked_data(
+    make_daemon: Callable[..., Any],
+) -> None:
+    from tests.integration.test_smtp_protocol import talk
+
+    port = free_port()
+    live = await make_daemon(smtp_section(port, kind="lmtp"))
+    data = b"From: ann@example.org\r\nSubject: three\r\n\r\n..dot\r\n"
+    commands = [
+        b"LHLO mta.example\r\n",
+        b"MAIL FROM:<ann@example.org>\r\n",
+        b"RCPT TO:<support@example.com>\r\n",
+        b"RCPT TO:<nobody@elsewhere.example>\r\n",
+        b'RCPT TO:<"sales"@help.example.com>\r\n',
+        b"DATA\r\n",
+        [data[:20], data[20:] + b".", b"\r\n"],
+        b"QUIT\r\n",
+    ]
+    got = await talk(port, commands, replies_per_command=[1, 1, 1, 1, 1, 1, 2, 1])
+    assert got[4].startswith("550")
+    assert got[7:9] == [
+        replies.lmtp_accepted("support@example.com"),
+        replies.lmtp_accepted("sales@help.example.com"),
+    ]
+    (event,) = await inbound(live, 1)
+    assert event["data"]["recipients"] == ["support@example.com", "sales@help.example.com"]
+    assert event["data"]["text"].strip() == ".dot"
