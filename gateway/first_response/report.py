@@ -116,8 +116,10 @@ class _Names:
     async def get(self, contact_id: str) -> str | None:
         if contact_id not in self._known:
             contact = await self._store.get_contact(contact_id)
-            erased = contact is None or contact.erased_at is not None
-            self._known[contact_id] = None if erased or contact is None else contact.name
+            name = None
+            if contact is not None and contact.erased_at is None:
+                name = contact.name
+            self._known[contact_id] = name
         return self._known[contact_id]
 
 
