@@ -34,7 +34,6 @@ log = structlog.get_logger("gateway.first_response")
 CURSOR = "first_response"
 BATCH = 200
 IDLE_CHECK = 30.0  # wake up at least this often (a clock set back, a due time recomputed)
-WAITING_LIMIT = 10_000
 SOURCE = "/core"
 
 
@@ -184,11 +183,10 @@ class FirstResponseTracker:
 
     async def _refresh_waiting(self) -> None:
         now = self._clock()
-        counts = {(c, band): 0 for c in CHANNELS for band in AGE_BANDS}
-        for row in await self._store.running_clocks(WAITING_LIMIT):
-            counts[(row.channel, age_band(now - row.started_at))] += 1
-        for (channel, band), count in counts.items():
-            self._metrics.fr_waiting.labels(channel, band).set(count)
+        counts = await self._store.waiting_ages(now, AGE_BANDS)
+        for channel in CHANNELS:
+            for band in AGE_BANDS:
+                self._metrics.fr_waiting.labels(channel, band).set(counts.get((channel, band), 0))
 
 
 _IGNORED = frozenset({EventType.FIRST_RESPONSE_MET, EventType.FIRST_RESPONSE_BREACHED})
@@ -202,10 +200,6 @@ AGE_BANDS: dict[str, float] = {
     "4h_to_1d": 86400,
     "over_1d": float("inf"),
 }
-
-
-def age_band(age: float) -> str:
-    return next(name for name, limit in AGE_BANDS.items() if age < limit)
 
 
 def _when(value: float) -> datetime:

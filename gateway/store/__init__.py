@@ -331,11 +331,9 @@ class Store(Protocol):
 
     async def next_due(self) -> float | None: ...
 
-    async def running_clocks(self, limit: int) -> list[ClockRow]:
-        """The clocks still waiting for a human answer, oldest first."""
+    async def waiting_ages(self, now: float, bands: dict[str, float]) -> dict[tuple[str, str], int]:
+        """Running clocks per (channel, age band); bands: name -> upper bound, ascending."""
         ...
-
-    async def met_clocks(self, since: float, channel: str | None) -> list[ClockRow]: ...
 
     async def met_stats(
         self, since: float, until: float, channel: str | None, business: bool

@@ -279,11 +279,8 @@ class SqliteStore:
     async def next_due(self) -> float | None:
         return clocks.next_due(self._reader)
 
-    async def running_clocks(self, limit: int) -> list[ClockRow]:
-        return clocks.running_clocks(self._reader, limit)
-
-    async def met_clocks(self, since: float, channel: str | None) -> list[ClockRow]:
-        return clocks.met_clocks(self._reader, since, channel)
+    async def waiting_ages(self, now: float, bands: dict[str, float]) -> dict[tuple[str, str], int]:
+        return clocks.waiting_ages(self._reader, now, bands)
 
     async def met_stats(
         self, since: float, until: float, channel: str | None, business: bool

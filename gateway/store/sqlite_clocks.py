@@ -81,22 +81,21 @@ def next_due(conn: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def running_clocks(conn: sqlite3.Connection, limit: int) -> list[ClockRow]:
+def waiting_ages(
+    conn: sqlite3.Connection, now: float, bands: dict[str, float]
+) -> dict[tuple[str, str], int]:
+    """Running clocks counted per channel and age band (bands: name -> upper bound, ascending),
+    counted in SQLite: no row is carried into Python however many wait."""
+    cases = " ".join(f"WHEN ? - started_at < ? THEN '{name}'" for name in bands)
+    args: list[object] = []
+    for limit in bands.values():
+        args += [now, limit if limit != float("inf") else 1e300]
     rows = conn.execute(
-        f"SELECT {_COLUMNS} FROM first_response_clocks WHERE state = 'running' "
-        "ORDER BY started_at LIMIT ?",
-        (limit,),
+        f"SELECT channel, CASE {cases} END, count(*) FROM first_response_clocks "
+        "WHERE state = 'running' GROUP BY 1, 2",
+        args,
     ).fetchall()
-    return [_row(r) for r in rows]
-
-
-def met_clocks(conn: sqlite3.Connection, since: float, channel: str | None) -> list[ClockRow]:
-    query = f"SELECT {_COLUMNS} FROM first_response_clocks WHERE state = 'met' AND stopped_at >= ?"
-    args: tuple[object, ...] = (since,)
-    if channel is not None:
-        query += " AND channel = ?"
-        args += (channel,)
-    return [_row(r) for r in conn.execute(query + " ORDER BY stopped_at", args).fetchall()]
+    return {(str(channel), str(band)): int(count) for channel, band, count in rows}
 
 
 _REAL = "seconds"
