@@ -133,7 +133,7 @@ class FirstResponseTracker:
     async def _apply(self, tx: Tx, event: dict[str, Any]) -> ClockRow | None:
         data = event["data"]
         conversation = data.get("conversation_id") if isinstance(data, dict) else None
-        if not conversation or event["type"] in _IGNORED:
+        if not conversation or event["type"] not in _RELEVANT:
             return None
         latest = await tx.latest_clock(conversation)
         at = datetime.fromisoformat(event["time"]).timestamp()
@@ -189,7 +189,17 @@ class FirstResponseTracker:
                 self._metrics.fr_waiting.labels(channel, band).set(counts.get((channel, band), 0))
 
 
-_IGNORED = frozenset({EventType.FIRST_RESPONSE_MET, EventType.FIRST_RESPONSE_BREACHED})
+# What can start, stop, end or re-arm a clock; everything else is passed by unread.
+_RELEVANT = frozenset(
+    {
+        EventType.MESSAGE_INBOUND,
+        EventType.MESSAGE_OUTBOUND,
+        EventType.CALL_RINGING,
+        EventType.CALL_ANSWERED,
+        EventType.CONVERSATION_RESOLVED,
+        EventType.CONVERSATION_REOPENED,
+    }
+)
 
 AGE_BANDS: dict[str, float] = {
     "under_1m": 60,
