@@ -64,6 +64,10 @@ class HttpConfig(Section):
     trusted_proxies: list[str] = Field(default_factory=list)
     max_body_size: ByteSize = 1024 * 1024
     keepalive_timeout: Duration = 75.0
+    # The sign-in token of GET /dashboard. Unset: any API token signs in.
+    dashboard_token: Secret | None = None
+    # How long a dashboard sign-in lasts before the token is asked for again.
+    dashboard_session: Duration = Field(default=12 * 3600.0, ge=60, le=30 * 86400)
 
     @field_validator("trusted_proxies")
     @classmethod
