@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import email.policy
 import json
 from datetime import datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from connectors.mail import parse
 from connectors.mail.dedup import content_digest, dedup_key, message_id_of, normalize_msgid
 from connectors.mail.dsn import read_report
 from connectors.mail.parse import AttachmentInfo, ParsedMail, parse_mail
@@ -205,6 +207,7 @@ def test_normalize_msgid() -> None:
 def test_parse_mail_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
     mail = parse_mail(raw)
     assert isinstance(mail, ParsedMail)
+    assert mail == parse_mail(raw, reference=True)
     _readable(mail)
     content_digest(raw)
     message_id_of(raw)
@@ -248,6 +251,7 @@ def test_parse_mail_never_raises_on_mutated_corpus(
     raw = bytes(data[: max(1, int(keep * len(data) * 1.2))])
     mail = parse_mail(raw)
     assert isinstance(mail, ParsedMail)
+    assert mail == parse_mail(raw, reference=True)
     assert all("@" in r.address for r in read_report(raw).recipients)
     _readable(mail)
     content_digest(raw)
@@ -273,3 +277,124 @@ def test_a_utf8_delivery_report_is_read_too() -> None:
     ]
     assert report.original_ids == ["evt_1@helpline.test"]
     assert report.original_subject == "Re: Bestellung [#HL-9]"
+
+
+# -- the structure parsed with compat32 reads as policy.default -------------------------
+
+
+def _paths(raw: bytes) -> list[str]:
+    """The policies parse_mail parsed the structure with, in order."""
+    seen: list[str] = []
+    real = parse._structure
+
+    def spy(raw: bytes, policy: Any, defects: list[str]) -> Any:
+        seen.append("compat32" if policy is email.policy.compat32 else "default")
+        return real(raw, policy, defects)
+
+    parse._structure = spy  # type: ignore[assignment]
+    try:
+        parse_mail(raw)
+    finally:
+        parse._structure = real  # type: ignore[assignment]
+    return seen
+
+
+@pytest.mark.parametrize("eml", CASES, ids=[p.stem for p in CASES])
+def test_the_parse_equals_the_policy_default_parse(eml: Path) -> None:
+    raw = eml.read_bytes()
+    assert parse_mail(raw) == parse_mail(raw, reference=True)
+    assert parse_mail(raw.replace(b"\n", b"\r\n")) == parse_mail(
+        raw.replace(b"\n", b"\r\n"), reference=True
+    )
+    # Every corpus mail takes the cheap path (a leaf with an encoded-word or RFC 2231
+    # file name, as the PDF mail has, is read through policy.default within it).
+    assert _paths(raw) == ["compat32"]
+
+
+ODD_MIME = [
+    # Each needs policy.default for the whole mail (a container) or for one leaf.
+    b'Content-Type: multipart/mixed; boundary="b" (comment)',
+    b"Content-Type: multipart/mixed; boundary*=utf-8''b",
+    b"Content-Type: multipart/mixed; boundary=b; boundary=c",
+    b'Content-Type: multipart/mixed;\r\n boundary="b"',
+    b"Content-Type: multipart/mixed; boundary==?utf-8?q?b?=",
+    b'Content-Type: multipart/mixed; boundary="\\b"',
+    b"Content-Type: multipart/mixed; boundary=b;",
+    b"Content-Type: Multipart/Mixed ; boundary = b",
+    b"Content-Type: multipart/mixed; boundary=\xc3\xa4",
+    b"Content-Transfer-Encoding: base64 (x)",
+]
+
+
+@pytest.mark.parametrize("field", ODD_MIME)
+def test_odd_mime_fields_read_as_policy_default(field: bytes) -> None:
+    leaf = (
+        b'Content-Type: application/pdf; name="=?utf-8?q?r=C3=A9sum=C3=A9.pdf?="\r\n'
+        b"Content-Disposition: attachment; filename*=utf-8''r%C3%A9sum%C3%A9.pdf\r\n"
+        b"Content-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n"
+    )
+    raw = (
+        b"From: Ann <ann@example.org>\r\nSubject: odd\r\nMIME-Version: 1.0\r\n"
+        + field
+        + b"\r\n\r\npreamble\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b\r\n"
+        + leaf
+        + b"--b--\r\n"
+    )
+    assert parse_mail(raw) == parse_mail(raw, reference=True)
+
+
+_TOKEN = st.text("abcXYZ019-._+!#", min_size=1, max_size=8)
+_PIECE = st.sampled_from(
+    [" ", "\t", "\r\n ", "\n\t", ";", "=", '"', "(", ")", "\\", "*", "'", "%", "=?", "?=",
+     "/", ",", "\u00e4", "<", ">", "@", ":"]
+)  # fmt: skip
+_VALUE = st.lists(st.one_of(_TOKEN, _PIECE), max_size=6).map("".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.sampled_from(["multipart/mixed", "multipart/alternative", "text/plain", "message/rfc822"]),
+    st.lists(st.tuples(st.sampled_from(["charset", "name", "x", "CHARSET"]), _VALUE), max_size=3),
+    st.sampled_from(["b", '"b"', "b;", '"b" ', "b (c)"]),
+    st.tuples(_VALUE, _VALUE, _VALUE),
+)
+def test_generated_mime_fields_read_as_policy_default(
+    ctype: str,
+    params: list[tuple[str, str]],
+    boundary: str,
+    leaf: tuple[str, str, str],
+) -> None:
+    """Content-Type, Content-Disposition and Content-Transfer-Encoding values near what is
+    plain, on the container and on a leaf: the parse is always the policy.default one."""
+    fields = "".join(f"; {name}={value}" for name, value in params)
+    ltype, ldisp, lcte = leaf
+    raw = (
+        f"From: Ann <ann@example.org>\r\nContent-Type: {ctype}; boundary={boundary}{fields}\r\n"
+        "\r\n--b\r\n"
+        f"Content-Type: text/plain; charset={ltype}\r\n"
+        f"Content-Disposition: attachment; filename={ldisp}\r\n"
+        f"Content-Transfer-Encoding: {lcte or 'base64'}\r\n\r\naGVsbG8=\r\n"
+        "--b\r\nContent-Type: text/html\r\n\r\n<p>hi</p>\r\n--b--\r\n"
+    ).encode("utf-8", "surrogateescape")
+    assert parse_mail(raw) == parse_mail(raw, reference=True)
+
+
+_ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+_ATOM = st.text(_ATEXT, min_size=1, max_size=5)
+_DOT_ATOM = st.lists(_ATOM, min_size=1, max_size=3).map(".".join)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(st.one_of(_ATOM, st.sampled_from([" ", "  ", "\t", ".", '"', "=?", ","])), max_size=5),
+    _DOT_ATOM,
+    _DOT_ATOM,
+    st.sampled_from(["{name} <{spec}>", "{name}<{spec}>", "<{spec}>", "{spec}", "{name} {spec}"]),
+)
+def test_address_fields_read_as_policy_default(
+    name: list[str], local: str, domain: str, form: str
+) -> None:
+    """The plain forms read without the header factory, everything else with it: the same."""
+    value = form.format(name="".join(name), spec=f"{local}@{domain}")
+    raw = f"From: {value}\r\nTo: {value}, x@y.z\r\nReply-To: {value}\r\n\r\nbody\r\n".encode()
+    assert parse_mail(raw) == parse_mail(raw, reference=True)
