@@ -11,13 +11,11 @@ name, and neither is a customer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from email import message_from_bytes
-from email.policy import compat32
+from email.message import Message
 from typing import Literal
 
-from connectors.mail.dedup import split_message
 from connectors.mail.hooks import RecipientPolicy
-from connectors.mail.parse import ParsedMail
+from connectors.mail.parse import ParsedMail, header_fields
 
 Kind = Literal["auto_reply", "bounce", "own_address"]
 
@@ -48,10 +46,11 @@ class Automatic:
 
 
 def classify(
-    raw: bytes, parsed: ParsedMail, mail_from: str | None, own: RecipientPolicy
+    raw: bytes | Message, parsed: ParsedMail, mail_from: str | None, own: RecipientPolicy
 ) -> Automatic | None:
-    """Why this mail is automatic (or from ourselves), or None for a customer's mail."""
-    headers = message_from_bytes(split_message(raw)[0] + b"\n", policy=compat32)
+    """Why this mail is automatic (or from ourselves), or None for a customer's mail.
+    ``raw``: the mail, or its `header_fields` when the caller has them already."""
+    headers = header_fields(raw) if isinstance(raw, bytes) else raw
     content_type = (headers.get("Content-Type") or "").lower()
     sender = (parsed.from_email or "").lower()
     if mail_from in ("", "<>"):

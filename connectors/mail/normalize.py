@@ -17,7 +17,7 @@ import structlog
 from connectors.mail.dsn import DeliveryReport, read_report
 from connectors.mail.hooks import RecipientPolicy
 from connectors.mail.loops import Automatic, classify
-from connectors.mail.parse import ParsedMail, parse_mail
+from connectors.mail.parse import ParsedMail, header_fields, parse_mail
 from connectors.mail.sender_auth import Verdict, dmarc_verdict
 from gateway.attachments import NewAttachment
 from gateway.automatic import AutomaticInbound
@@ -155,8 +155,9 @@ async def normalize(
 ) -> None:
     """Parse and ingest one accepted mail; retried while the store cannot take it."""
     parsed = parse_mail(raw)
-    found = classify(raw, parsed, mail_from, own)
-    dmarc = dmarc_verdict(raw, parsed.from_email, trusted)
+    headers = header_fields(raw)  # once, for both checks
+    found = classify(headers, parsed, mail_from, own)
+    dmarc = dmarc_verdict(headers, parsed.from_email, trusted)
     try:
         report = read_report(raw) if found and found.kind == "bounce" else None
         item: Inbound | AutomaticInbound = (

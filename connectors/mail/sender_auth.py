@@ -10,11 +10,10 @@ a fail means the sender is not who they claim.
 from __future__ import annotations
 
 import re
-from email import message_from_bytes
-from email.policy import compat32
+from email.message import Message
 from typing import Literal
 
-from connectors.mail.dedup import split_message
+from connectors.mail.parse import header_fields
 
 Verdict = Literal["pass", "fail"]
 
@@ -23,11 +22,14 @@ _HEADER_FROM = re.compile(r"\bheader\.from\s*=\s*([^\s;]+)", re.IGNORECASE)
 _COMMENT = re.compile(r"\([^()]*\)")
 
 
-def dmarc_verdict(raw: bytes, from_email: str | None, trusted: frozenset[str]) -> Verdict | None:
-    """ "pass" or "fail" from the first trusted Authentication-Results, else None (unknown)."""
+def dmarc_verdict(
+    raw: bytes | Message, from_email: str | None, trusted: frozenset[str]
+) -> Verdict | None:
+    """ "pass" or "fail" from the first trusted Authentication-Results, else None (unknown).
+    ``raw``: the mail, or its `header_fields` when the caller has them already."""
     if not trusted or not from_email:
         return None
-    headers = message_from_bytes(split_message(raw)[0] + b"\n", policy=compat32)
+    headers = header_fields(raw) if isinstance(raw, bytes) else raw
     domain = from_email.rpartition("@")[2].lower()
     for field in headers.get_all("Authentication-Results") or []:
         text = _COMMENT.sub("", " ".join(str(field).split()))
