@@ -16,7 +16,7 @@ from gateway.web.context import CONTEXT, WebContext
 from gateway.web.problems import problem_middleware
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-RESERVED = ("/v1/", "/healthz", "/readyz", "/metrics")
+RESERVED = ("/v1/", "/healthz", "/readyz", "/metrics", "/dashboard")
 
 
 class ComponentRoutes:

@@ -44,6 +44,10 @@ class TokenTable:
             return cls({name: (token_value(t), t.trusted) for name, t in http.tokens.items()})
         return cls({DEFAULT_TOKEN_NAME: (ensure_generated_token(state_dir), False)})
 
+    def check(self, token: str) -> Caller | None:
+        """Whose token this is, or None (the dashboard's sign-in asks without a request)."""
+        return self._by_digest.get(_digest(token))
+
     def caller(self, request: web.Request) -> Caller:
         header = request.headers.get("Authorization", "")
         scheme, _, token = header.partition(" ")
@@ -53,7 +57,7 @@ class TokenTable:
                 text="send the API token as 'Authorization: Bearer TOKEN'",
                 headers={"WWW-Authenticate": 'Bearer realm="helpline"'},
             )
-        caller = self._by_digest.get(_digest(token.strip()))
+        caller = self.check(token.strip())
         if caller is None:
             raise web.HTTPUnauthorized(
                 reason="Unauthorized",
