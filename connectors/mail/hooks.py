@@ -4,14 +4,15 @@ The reply to DATA comes only after the raw message and its dedup key are
 committed (DESIGN.md step 1): parsing the MIME costs about a millisecond and
 is almost never a reason to refuse, so it happens after the 250, from the
 stored record. A store that cannot take the message gets a 451, so the
-sender's MTA retries; nothing is answered 250 that could be lost.
+sender's MTA retries; nothing is answered 250 that could be lost. So does a
+full backlog of mail waiting to be normalized (connectors/mail/backlog.py):
+the mail is then not committed at all.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -19,6 +20,9 @@ from connectors.mail import replies
 from connectors.mail.dedup import dedup_key, message_id_of
 from gateway.ingest import Ingestor
 from gateway.store import StoreError
+
+if TYPE_CHECKING:
+    from connectors.mail.backlog import Backlog
 
 log = structlog.get_logger("connectors.mail")
 
@@ -41,14 +45,15 @@ class MailHandler:
         connector: str,
         ingest: Ingestor,
         policy: RecipientPolicy,
-        normalize: Callable[[int, bytes, list[str], str, str | None], None],
+        backlog: Backlog,
         lmtp: bool,
     ) -> None:
         self._connector = connector
         self._ingest = ingest
         self._policy = policy
-        self._normalize = normalize
+        self._backlog = backlog
         self._lmtp = lmtp
+        self._full = False  # the backlog was full at the last DATA (logged once per spell)
         self.inflight = 0
         self.idle = asyncio.Event()
         self.idle.set()
@@ -72,6 +77,16 @@ class MailHandler:
         raw: bytes = envelope.original_content or b""
         recipients = list(envelope.rcpt_tos)
         mail_from: str | None = envelope.mail_from  # "" is the null sender of a bounce
+        if not self._backlog.reserve(len(raw)):
+            if not self._full:
+                self._full = True
+                log.warning(
+                    "mail.backlog_full", connector=self._connector, backlog=self._backlog.size
+                )
+            if self._lmtp:
+                return "\r\n".join(replies.lmtp_backlog_full(r) for r in recipients)
+            return replies.BACKLOG_FULL
+        self._full = False
         self.inflight += 1
         self.idle.clear()
         key = dedup_key(raw, message_id_of(raw))
@@ -80,6 +95,7 @@ class MailHandler:
                 self._connector, mail_from, recipients, raw, key
             )
         except Exception as err:  # anything unexpected is "try later", never a 5xx
+            self._backlog.release(len(raw))
             if isinstance(err, StoreError):
                 log.warning("mail.deferred", connector=self._connector, error=str(err))
             else:
@@ -92,7 +108,7 @@ class MailHandler:
             if not self.inflight:
                 self.idle.set()
         self.accepted += 1
-        self._normalize(raw_id, raw, recipients, key, mail_from)
+        self._backlog.add(raw_id, raw, recipients, key, mail_from)
         if self._lmtp:
             return "\r\n".join(replies.lmtp_accepted(r) for r in recipients)
         return replies.ACCEPTED

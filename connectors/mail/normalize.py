@@ -141,7 +141,18 @@ def to_automatic(
     )
 
 
-async def normalize(
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """An accepted mail made ready for the store: the item to ingest, or why there is none
+    (the mail is then parked as failed)."""
+
+    raw_id: int
+    source: str
+    item: Inbound | AutomaticInbound | None
+    error: str | None = None
+
+
+def prepare(
     ingest: Ingestor,
     raw: bytes,
     *,
@@ -152,8 +163,8 @@ async def normalize(
     mail_from: str | None,
     own: RecipientPolicy,
     trusted: frozenset[str] = frozenset(),
-) -> None:
-    """Parse and ingest one accepted mail; retried while the store cannot take it."""
+) -> Prepared:
+    """Parse one accepted mail into what ingest takes (the CPU part of normalizing)."""
     parsed = parse_mail(raw)
     headers = header_fields(raw)  # once, for both checks
     found = classify(headers, parsed, mail_from, own)
@@ -176,8 +187,17 @@ async def normalize(
             )
         )
     except InvalidInput as err:
-        log.warning("mail.unusable", raw_id=raw_id, source=source, error=str(err))
-        await ingest.fail_raw_mail(raw_id, str(err))
+        return Prepared(raw_id, source, None, str(err))
+    return Prepared(raw_id, source, item)
+
+
+async def deliver(ingest: Ingestor, prepared: Prepared) -> None:
+    """Ingest a prepared mail (or park it as failed); retried while the store cannot take it."""
+    raw_id, item = prepared.raw_id, prepared.item
+    if item is None:
+        error = prepared.error or "unusable"
+        log.warning("mail.unusable", raw_id=raw_id, source=prepared.source, error=error)
+        await ingest.fail_raw_mail(raw_id, error)
         return
     delay = RETRY_START
     while True:
@@ -207,6 +227,33 @@ async def normalize(
             delay = min(RETRY_CAP, delay * 2)
 
 
+async def normalize(
+    ingest: Ingestor,
+    raw: bytes,
+    *,
+    source: str,
+    raw_id: int,
+    recipients: list[str],
+    key: str,
+    mail_from: str | None,
+    own: RecipientPolicy,
+    trusted: frozenset[str] = frozenset(),
+) -> None:
+    """Parse and ingest one accepted mail; retried while the store cannot take it."""
+    ready = prepare(
+        ingest,
+        raw,
+        source=source,
+        raw_id=raw_id,
+        recipients=recipients,
+        key=key,
+        mail_from=mail_from,
+        own=own,
+        trusted=trusted,
+    )
+    await deliver(ingest, ready)
+
+
 @dataclass(frozen=True, slots=True)
 class MailIntake:
     """What every mail connector normalizes with: where its mail comes from, its own
@@ -220,7 +267,12 @@ class MailIntake:
     async def normalize(
         self, raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
     ) -> None:
-        await normalize(
+        await self.deliver(self.prepare(raw_id, raw, recipients, key, mail_from))
+
+    def prepare(
+        self, raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
+    ) -> Prepared:
+        return prepare(
             self.ingest,
             raw,
             source=self.source,
@@ -231,6 +283,9 @@ class MailIntake:
             own=self.own,
             trusted=self.trusted,
         )
+
+    async def deliver(self, prepared: Prepared) -> None:
+        await deliver(self.ingest, prepared)
 
     async def recover(self, connector: str) -> int:
         """Normalize what a previous run accepted but did not finish (a crash in between),

@@ -7,6 +7,7 @@ RECIPIENT_OK = "250 2.1.5 Recipient ok"
 NOT_OURS = "550 5.1.1 <{address}>: this server takes mail for its support addresses only"
 BAD_RECIPIENT = "501 5.1.3 <{address}>: not a valid mailbox address"
 TRY_LATER = "451 4.3.0 Cannot store the message right now, please try again later"
+BACKLOG_FULL = "451 4.3.1 Too much mail waiting to be processed, please try again later"
 TOO_MANY = "421 4.7.0 Too many connections from your address, try again later"
 SHUTTING_DOWN = "421 4.3.2 Service shutting down, try again later"
 
@@ -18,3 +19,7 @@ def lmtp_accepted(address: str) -> str:
 
 def lmtp_try_later(address: str) -> str:
     return f"451 4.3.0 <{address}> cannot store the message right now, please try again later"
+
+
+def lmtp_backlog_full(address: str) -> str:
+    return f"451 4.3.1 <{address}> too much mail waiting to be processed, please try again later"

@@ -5,7 +5,8 @@
 unix socket and answers once per recipient. LMTP is the same component with
 another protocol class and reply shape, not a branch through the code.
 Every limit is a config key: message size (SIZE in EHLO, 552 past it),
-connections in total and per client (421 past them), the idle timeout.
+connections in total and per client (421 past them), the idle timeout, the
+backlog of accepted mail not yet normalized (451 past it).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 from pydantic import Field, field_validator, model_validator
 
 from connectors.mail import replies
+from connectors.mail.backlog import Backlog
 from connectors.mail.hooks import MailHandler, RecipientPolicy
 from connectors.mail.normalize import MailIntake
 from connectors.mail.smtp_protocol import FastLMTP, FastSMTP, session_factory
@@ -38,6 +40,10 @@ class SmtpConfig(Section):
     recipients: list[str] = Field(min_length=1)
     hostname: str = ""  # in the greeting; empty: this machine's name
     max_message_size: ByteSize = 25 * 1024 * 1024
+    # Mail accepted and not yet normalized into the stream, at most (count and bytes);
+    # past either, DATA is answered 451 (the sender retries) and nothing is committed.
+    max_backlog: int = Field(default=2000, ge=1, le=1_000_000)
+    max_backlog_bytes: ByteSize = 256 * 1024 * 1024
     max_connections: int = Field(default=200, ge=1, le=100_000)
     max_connections_per_client: int = Field(default=20, ge=1, le=10_000)
     timeout: Duration = 300.0
@@ -160,6 +166,7 @@ class SmtpConnector:
         self.config = config
         self._server: asyncio.AbstractServer | None = None
         self._handler: MailHandler | None = None
+        self._backlog: Backlog | None = None
         self._limits = ConnectionLimits(config.max_connections, config.max_connections_per_client)
         self._since = datetime.now(UTC)
         self._ctx: ComponentContext | None = None
@@ -175,14 +182,14 @@ class SmtpConnector:
         own = RecipientPolicy(cfg.recipients)
         trusted = frozenset(a.lower() for a in cfg.trusted_authserv_ids)
         intake = MailIntake(ctx.ingest, f"/connectors/{self.name}", own, trusted)
-
-        def schedule(
-            raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
-        ) -> None:
-            job = intake.normalize(raw_id, raw, recipients, key, mail_from)
-            ctx.create_task(job, f"normalize-{raw_id}")
-
-        self._handler = MailHandler(self.key, ctx.ingest, own, schedule, self.lmtp)
+        self._backlog = Backlog(
+            intake,
+            self.key,
+            max_mails=cfg.max_backlog,
+            max_bytes=cfg.max_backlog_bytes,
+            spawn=ctx.create_task,
+        )
+        self._handler = MailHandler(self.key, ctx.ingest, own, self._backlog, self.lmtp)
         hostname = cfg.hostname or socket.getfqdn()
         tls = self._tls_context()
         users = {
@@ -214,7 +221,7 @@ class SmtpConnector:
         except OSError as err:
             raise PermanentStartError(f"cannot listen on {cfg.listen}: {err.strerror}") from err
         ctx.log.info("mail.listening", address=str(cfg.listen), lmtp=self.lmtp)
-        ctx.create_task(self._recover(ctx, intake), "recover")
+        ctx.create_task(self._backlog.run(), "normalize")
 
     def _tls_context(self) -> ssl.SSLContext | None:
         cfg = self.config
@@ -237,10 +244,6 @@ class SmtpConnector:
             return await loop.create_unix_server(make, path=where.path)
         return await loop.create_server(make, host=where.host, port=where.port)
 
-    async def _recover(self, ctx: ComponentContext, intake: MailIntake) -> None:
-        if total := await intake.recover(self.key):
-            ctx.log.info("mail.recovered", messages=total)
-
     async def stop(self) -> None:
         """Stop accepting, let sessions in DATA finish their commit, then close the rest."""
         if self._server is not None:
@@ -254,11 +257,15 @@ class SmtpConnector:
             transport.close()
 
     def health(self) -> Health:
-        handler = self._handler
+        handler, backlog = self._handler, self._backlog
         counters = {
             "connections": len(self._limits.live),
             "accepted": handler.accepted if handler else 0,
             "refused_recipients": handler.refused if handler else 0,
+            # Accepted and not yet in the stream; 451 answers because it was full.
+            "backlog": backlog.size if backlog else 0,
+            "backlog_refused": backlog.refused if backlog else 0,
+            "normalized": backlog.normalized if backlog else 0,
         }
         return Health(ComponentState.RUNNING, self._since, None, counters)
 

@@ -562,3 +562,153 @@ async def test_lmtp_answers_per_recipient_after_chunked_data(
     (event,) = await inbound(live, 1)
     assert event["data"]["recipients"] == ["support@example.com", "sales@help.example.com"]
     assert event["data"]["text"].strip() == ".dot"
+
+
+# -- the bounded backlog of accepted mail --------------------------------------------------
+
+
+async def _counters(live: LiveDaemon) -> dict[str, int]:
+    _, body, _ = await live.get("/readyz", token=None)
+    return body["components"]["connectors.mail"]["counters"]  # type: ignore[no-any-return]
+
+
+def _stall(live: LiveDaemon, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Hold every normalized mail's store write until the event is set."""
+    go = asyncio.Event()
+    ingestor = live.daemon.ingestor
+    real = ingestor.ingest
+
+    async def held(item: Any) -> Any:
+        await go.wait()
+        return await real(item)
+
+    monkeypatch.setattr(ingestor, "ingest", held)
+    return go
+
+
+def _numbered(n: int) -> EmailMessage:
+    return mail(f"c{n}@example.org", "support@example.com", f"Number {n}", f"mail number {n}")
+
+
+async def test_past_the_backlog_bound_data_is_451_and_nothing_is_committed(
+    make_daemon: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    live = await make_daemon(smtp_section(port, extra="max_backlog = 3\n"))
+    go = _stall(live, monkeypatch)
+    for n in range(3):
+        assert await asyncio.to_thread(send, port, _numbered(n), ["support@example.com"]) == {}
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await asyncio.to_thread(send, port, _numbered(3), ["support@example.com"])
+    assert info.value.smtp_code == 451  # never a 5xx: the sender's MTA keeps it and retries
+    assert info.value.smtp_error.decode() == replies.BACKLOG_FULL.split(" ", 1)[1]
+    assert len(_raw_mails(live)) == 3  # the refused mail was not committed
+    counters = await _counters(live)
+    assert counters["backlog"] == 3 and counters["backlog_refused"] == 1
+    assert counters["accepted"] == 3 and counters["normalized"] == 0
+    go.set()  # the store takes writes again: the backlog drains, in order
+    events = await inbound(live, 3)
+    assert [e["data"]["subject"] for e in events] == [f"Number {n}" for n in range(3)]
+    assert (await _counters(live))["backlog"] == 0
+    assert await asyncio.to_thread(send, port, _numbered(3), ["support@example.com"]) == {}
+    events = await inbound(live, 4)
+    assert [e["data"]["subject"] for e in events][-1] == "Number 3"
+    assert (await _counters(live))["normalized"] == 4
+
+
+async def test_the_backlog_is_bounded_in_bytes_too(
+    make_daemon: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    live = await make_daemon(smtp_section(port, extra='max_backlog_bytes = "4KiB"\n'))
+    go = _stall(live, monkeypatch)
+    big = mail("ann@example.org", "support@example.com", "big", "x" * 6000)
+    # Alone in the backlog a mail is taken whatever its size (up to max_message_size) ...
+    assert await asyncio.to_thread(send, port, big, ["support@example.com"]) == {}
+    # ... but nothing more while it waits there.
+    with pytest.raises(smtplib.SMTPDataError) as info:
+        await asyncio.to_thread(send, port, _numbered(1), ["support@example.com"])
+    assert info.value.smtp_code == 451
+    go.set()
+    await inbound(live, 1)
+    assert await asyncio.to_thread(send, port, _numbered(1), ["support@example.com"]) == {}
+    assert len(await inbound(live, 2)) == 2
+
+
+async def test_lmtp_answers_451_per_recipient_when_the_backlog_is_full(
+    make_daemon: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.integration.test_smtp_protocol import talk
+
+    port = free_port()
+    live = await make_daemon(smtp_section(port, kind="lmtp", extra="max_backlog = 1\n"))
+    _stall(live, monkeypatch)
+
+    def commands(n: int) -> list[Any]:
+        return [
+            b"MAIL FROM:<ann@example.org>\r\n",
+            b"RCPT TO:<support@example.com>\r\n",
+            b"RCPT TO:<sales@help.example.com>\r\n",
+            b"DATA\r\n",
+            _numbered(n).as_bytes().replace(b"\n", b"\r\n") + b".\r\n",
+        ]
+
+    got = await talk(
+        port,
+        [b"LHLO mta.example\r\n", *commands(0), *commands(1)],
+        replies_per_command=[1, 1, 1, 1, 1, 2, 1, 1, 1, 1, 2],
+    )
+    assert got[6:8] == [
+        replies.lmtp_accepted(a) for a in ("support@example.com", "sales@help.example.com")
+    ]
+    assert got[12:14] == [
+        replies.lmtp_backlog_full(a) for a in ("support@example.com", "sales@help.example.com")
+    ]
+    assert len(_raw_mails(live)) == 1
+
+
+async def test_the_backlog_left_at_stop_is_normalized_at_the_next_start(
+    make_daemon: Callable[..., Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stop does not wait for the backlog (it is bounded); every mail answered 250 becomes
+    exactly one event at the next start, in the order it was accepted."""
+    port = free_port()
+    live = await make_daemon(smtp_section(port))
+    _stall(live, monkeypatch)
+    for n in range(6):
+        assert await asyncio.to_thread(send, port, _numbered(n), ["support@example.com"]) == {}
+    assert (await _counters(live))["backlog"] == 6
+    supervisor = live.daemon._supervisors["connectors.mail"]
+    started = time.monotonic()
+    await supervisor.stop()
+    assert time.monotonic() - started < 5  # bounded, though six writes were held
+    assert await inbound(live, 1, timeout=0.2) == []
+    monkeypatch.undo()  # the store takes writes again
+    await live.daemon._start_component(supervisor.spec)
+    events = await inbound(live, 6)
+    await asyncio.sleep(0.2)
+    events = await inbound(live, 6)
+    assert [e["data"]["subject"] for e in events] == [f"Number {n}" for n in range(6)]
+    assert len(_raw_mails(live)) == 6
+    with sqlite3.connect(live.daemon.store.path) as db:
+        states = db.execute("SELECT state FROM raw_mail ORDER BY id").fetchall()
+    assert states == [("done",)] * 6
+    counters = await _counters(live)
+    assert counters["backlog"] == 0 and counters["normalized"] == 6
+
+
+async def test_mail_is_normalized_in_the_order_it_was_accepted(
+    smtp: tuple[LiveDaemon, int],
+) -> None:
+    live, port = smtp
+
+    def send_all() -> None:
+        with smtplib.SMTP("127.0.0.1", port, timeout=10) as client:
+            client.ehlo("client.example.org")
+            for n in range(20):
+                raw = _numbered(n).as_bytes(policy=SMTP_POLICY)
+                client.sendmail(f"c{n}@example.org", ["support@example.com"], raw)
+
+    await asyncio.to_thread(send_all)
+    events = await inbound(live, 20)
+    assert [e["data"]["subject"] for e in events] == [f"Number {n}" for n in range(20)]
