@@ -33,6 +33,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 _DETECT = ["cp1252", "cp1251", "koi8_r", "cp874", "cp932", "euc_jp", "gb18030", "big5",
            "cp949", "cp1253", "cp1254", "cp1255", "cp1256", "cp1257"]  # fmt: skip
 _WIDE = ("utf-16", "utf-32", "utf_16", "utf_32")
+_SMUGGLED = re.compile("[\udc80-\udcff]")  # bytes >= 0x80 read with surrogateescape
 _ENCODED_WORD = re.compile(r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?=")
 
 
@@ -84,7 +85,7 @@ def decode_text(data: bytes, declared: str | None, defects: list[str]) -> str:
 
 def clean(value: str, defects: list[str]) -> str:
     """Text with bytes smuggled in as surrogates (8-bit headers) decoded properly."""
-    if not any("\udc80" <= ch <= "\udcff" for ch in value):
+    if value.isascii() or _SMUGGLED.search(value) is None:
         return value
     return decode_text(value.encode("utf-8", "surrogateescape"), None, defects)
 

@@ -70,6 +70,7 @@ class ParsedMail:
 
 
 _MSGIDS = re.compile(r"<([^<>]+)>")
+_FOLD = re.compile(r"\r?\n(?=[ \t])")
 # MIME fields that compat32 and policy.default read alike (see the module docstring).
 _WS = r"(?:[ \t]|(?:\r\n|\r|\n)(?=[ \t]))*"  # white space, folded or not
 _TOKEN = r"[A-Za-z0-9!#$&+.^_`{|}~-]+"  # RFC 2045 token without ' * % (RFC 2231)
@@ -94,25 +95,35 @@ _TAG = re.compile(r"<[^>]*>")
 _MAX_DEPTH = 40
 
 
-def _raw(msg: Message, name: str, defects: list[str]) -> str | None:
-    """The first field called ``name``, unfolded, 8-bit bytes decoded; None if absent."""
+def _fields(msg: Message) -> dict[str, str]:
+    """The first field of each name (lower-cased) of a part, as it came."""
+    first: dict[str, str] = {}
     for key, value in msg.raw_items():
-        if key.lower() == name:
-            text = re.sub(r"\r?\n(?=[ \t])", "", str(value)).replace("\r", "").replace("\n", "")
-            return clean(text, defects).strip()
-    return None
+        first.setdefault(key.lower(), value)
+    return first
 
 
-def _text_header(msg: Message, name: str, defects: list[str]) -> str | None:
-    value = _raw(msg, name, defects)
+def _raw(fields: dict[str, str], name: str, defects: list[str]) -> str | None:
+    """The first field called ``name``, unfolded, 8-bit bytes decoded; None if absent."""
+    value = fields.get(name)
+    if value is None:
+        return None
+    text = str(value)
+    if "\n" in text or "\r" in text:
+        text = _FOLD.sub("", text).replace("\r", "").replace("\n", "")
+    return clean(text, defects).strip()
+
+
+def _text_header(fields: dict[str, str], name: str, defects: list[str]) -> str | None:
+    value = _raw(fields, name, defects)
     return None if value is None else decode_words(value, defects)
 
 
 def _addresses(
-    msg: Message, name: str, defects: list[str], fast: bool = True
+    fields: dict[str, str], name: str, defects: list[str], fast: bool = True
 ) -> list[tuple[str, str]]:
     """(display name, addr-spec) pairs of an address field, groups flattened."""
-    raw = _raw(msg, name, defects)
+    raw = _raw(fields, name, defects)
     if not raw:
         return []
     plain = _PLAIN_ADDRESS.fullmatch(raw) if fast else None
@@ -135,8 +146,8 @@ def _addresses(
     return found
 
 
-def _date(msg: Message, defects: list[str]) -> datetime | None:
-    value = _raw(msg, "date", defects)
+def _date(fields: dict[str, str], defects: list[str]) -> datetime | None:
+    value = _raw(fields, "date", defects)
     if value is None:
         return None
     try:
@@ -209,8 +220,9 @@ class _Body:
         elif ctype in ("text/plain", "text/html") and disposition != "attachment" and not filename:
             (self.plain if ctype == "text/plain" else self.html).append(self.decode(part, ctype))
         else:
-            declared = (_raw(part, "content-type", self.defects) or "").split(";")[0]
-            cid = normalize_msgid(_raw(part, "content-id", self.defects))
+            fields = _fields(part)
+            declared = (_raw(fields, "content-type", self.defects) or "").split(";")[0]
+            cid = normalize_msgid(_raw(fields, "content-id", self.defects))
             payload = _payload(part)
             self.attachments.append(
                 AttachmentInfo(
@@ -356,10 +368,11 @@ def _read(
     if root is not msg:
         defects.extend(type(d).__name__ for d in msg.defects)
     body.walk(root)
-    senders = _addresses(msg, "from", defects, fast)
-    reply_to = _addresses(msg, "reply-to", defects, fast)
-    in_reply_to = _ids(_raw(msg, "in-reply-to", defects))
-    list_id = _raw(msg, "list-id", defects)
+    head = _fields(msg)
+    senders = _addresses(head, "from", defects, fast)
+    reply_to = _addresses(head, "reply-to", defects, fast)
+    in_reply_to = _ids(_raw(head, "in-reply-to", defects))
+    list_id = _raw(head, "list-id", defects)
     plain = next((t for t in body.plain if t.strip()), body.plain[0] if body.plain else "")
     html = body.html[0] if body.html else None
     text = plain if plain.strip() or html is None else _html_to_text(html, defects)
@@ -367,18 +380,18 @@ def _read(
         message_id=message_id_of(raw),
         from_email=senders[0][1] if senders else None,
         from_name=(senders[0][0] or None) if senders else None,
-        to=[spec for _, spec in _addresses(msg, "to", defects, fast)],
-        cc=[spec for _, spec in _addresses(msg, "cc", defects, fast)],
+        to=[spec for _, spec in _addresses(head, "to", defects, fast)],
+        cc=[spec for _, spec in _addresses(head, "cc", defects, fast)],
         reply_to=reply_to[0][1] if reply_to else None,
-        subject=_text_header(msg, "subject", defects),
-        date=_date(msg, defects),
+        subject=_text_header(head, "subject", defects),
+        date=_date(head, defects),
         in_reply_to=in_reply_to[0] if in_reply_to else None,
-        references=_ids(_raw(msg, "references", defects)),
+        references=_ids(_raw(head, "references", defects)),
         text=text,
         html=html,
         attachments=body.attachments,
-        auto_submitted=_raw(msg, "auto-submitted", defects),
-        precedence=_raw(msg, "precedence", defects),
+        auto_submitted=_raw(head, "auto-submitted", defects),
+        precedence=_raw(head, "precedence", defects),
         list_id=(normalize_msgid(list_id) if list_id else None),
         defects=list(dict.fromkeys(defects + body.defects)),
     )
