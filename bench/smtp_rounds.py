@@ -195,12 +195,15 @@ def run_helpline(rnd: int, messages: int | None, plan: Plan, cores: Cores) -> Se
             warm = _source(port, plan.warmup_messages, plan, cores)
             warm_drain, _ = wait_drained(daemon.state_dir, plan.drain_seconds)
             n = messages or sized(warm, plan)
+            done_before = raw_mail_states(daemon.state_dir).get("done", 0)
             before = commit_stats(daemon.metrics_text())
             cpu_before = cpu_seconds(daemon.child.pid)
             load = _source(port, n, plan, cores)
             cpu = (cpu_seconds(daemon.child.pid) - cpu_before) / load.seconds
+            # Read before anything else: how far normalization got while mail was accepted.
+            states = raw_mail_states(daemon.state_dir)
             commits = commit_delta(commit_stats(daemon.metrics_text()), before)
-            backlog = raw_mail_states(daemon.state_dir).get("pending", 0)
+            backlog = states.get("pending", 0)
             drain, left = wait_drained(daemon.state_dir, plan.drain_seconds)
             ready = daemon.readyz()
         finally:
@@ -217,6 +220,14 @@ def run_helpline(rnd: int, messages: int | None, plan: Plan, cores: Cores) -> Se
                 "store_after": store,
                 "warmup_drain_seconds": round(warm_drain, 2),
                 "pending_at_end_of_measured_run": backlog,
+                # Normalized into the stream (raw mail done: its event is committed) by the
+                # time smtp-source finished, of the run's messages; and so per second of it.
+                "normalized_by_end_of_measured_run": states.get("done", 0) - done_before,
+                "normalized_per_second_during_measured_run": round(
+                    (states.get("done", 0) - done_before) / load.seconds, 1
+                )
+                if load.seconds
+                else 0.0,
                 "drain_seconds_after_measured_run": round(drain, 2),
                 "pending_after_drain": left,
                 "commits_during_measured_run": commits,
