@@ -133,11 +133,10 @@ class Backlog:
             prepared = self._intake.prepare(
                 mail.raw_id, mail.raw, mail.recipients, mail.key, mail.mail_from
             )
-        except Exception:  # a bug: the mail stays pending for the next start
+        except Exception as err:  # a bug: parked as failed (it would fail at every start)
             log.exception("mail.normalize_failed", raw_id=mail.raw_id)
-            self._free(place)
-            await asyncio.sleep(0)
-            return
+            error = f"normalizing failed: {type(err).__name__}: {err}"
+            prepared = Prepared(mail.raw_id, self._intake.source, None, error)
         await self._writes.acquire()
         self._spawn(self._write(prepared, place), f"normalize-{mail.raw_id}")
         await asyncio.sleep(0)

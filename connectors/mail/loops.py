@@ -51,7 +51,7 @@ def classify(
     """Why this mail is automatic (or from ourselves), or None for a customer's mail.
     ``raw``: the mail, or its `header_fields` when the caller has them already."""
     headers = header_fields(raw) if isinstance(raw, bytes) else raw
-    content_type = (headers.get("Content-Type") or "").lower()
+    content_type = str(headers.get("Content-Type") or "").lower()  # (8-bit: a Header)
     sender = (parsed.from_email or "").lower()
     if mail_from in ("", "<>"):
         return Automatic("bounce", "the envelope sender is empty (a delivery report)")

@@ -17,7 +17,7 @@ import structlog
 from connectors.mail.dsn import DeliveryReport, read_report
 from connectors.mail.hooks import RecipientPolicy
 from connectors.mail.loops import Automatic, classify
-from connectors.mail.parse import ParsedMail, header_fields, parse_mail
+from connectors.mail.parse import ParsedMail, parse_with_headers
 from connectors.mail.sender_auth import Verdict, dmarc_verdict
 from gateway.attachments import NewAttachment
 from gateway.automatic import AutomaticInbound
@@ -165,8 +165,7 @@ def prepare(
     trusted: frozenset[str] = frozenset(),
 ) -> Prepared:
     """Parse one accepted mail into what ingest takes (the CPU part of normalizing)."""
-    parsed = parse_mail(raw)
-    headers = header_fields(raw)  # once, for both checks
+    parsed, headers = parse_with_headers(raw)  # the header fields once, for both checks
     found = classify(headers, parsed, mail_from, own)
     dmarc = dmarc_verdict(headers, parsed.from_email, trusted)
     try:

@@ -35,7 +35,7 @@ import html_text
 from connectors.mail.charsets import clean, decode_text, decode_words
 from connectors.mail.dedup import message_id_of, normalize_msgid, split_message
 
-__all__ = ["AttachmentInfo", "ParsedMail", "header_fields", "parse_mail"]
+__all__ = ["AttachmentInfo", "ParsedMail", "header_fields", "parse_mail", "parse_with_headers"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -340,7 +340,9 @@ def _read_alike(part: Message, depth: int = 0) -> bool:
     return part.get_content_maintype() == maintype
 
 
-def _parse(raw: bytes) -> ParsedMail:
+def _parse(raw: bytes, found: list[Message]) -> ParsedMail:
+    """The mail's fields; its parsed header fields appended to ``found`` when they read as
+    `header_fields` reads them (the structure parsed with compat32)."""
     defects: list[str] = []
     try:
         msg, root = _structure(raw, policy.compat32, defects)
@@ -350,6 +352,8 @@ def _parse(raw: bytes) -> ParsedMail:
     if not alike:
         defects = []
         msg, root = _structure(raw, policy.default, defects)
+    elif msg.policy is policy.compat32:  # (not a leaf switched to policy.default)
+        found.append(msg)
     return _read(raw, msg, root, defects)
 
 
@@ -401,9 +405,22 @@ def parse_mail(raw: bytes, *, reference: bool = False) -> ParsedMail:
     """The fields of a raw mail. Never raises: what could not be read is in ``defects``.
     ``reference``: the whole mail parsed with policy.default (slower; what tests compare
     the normal parse with)."""
+    return _parse_mail(raw, [], reference)
+
+
+def parse_with_headers(raw: bytes) -> tuple[ParsedMail, Message]:
+    """`parse_mail` and `header_fields` of a mail, the header fields from the same parse
+    when it read them alike (compat32, as they came: the usual case)."""
+    found: list[Message] = []
+    parsed = _parse_mail(raw, found, False)
+    return parsed, found[0] if found else header_fields(raw)
+
+
+def _parse_mail(raw: bytes, found: list[Message], reference: bool) -> ParsedMail:
     try:
-        return _parse_default(raw) if reference else _parse(raw)
+        return _parse_default(raw) if reference else _parse(raw, found)
     except Exception as exc:  # noqa: BLE001 - a mail is never refused for its MIME
+        found.clear()
         try:
             message_id = message_id_of(raw)
         except Exception:  # noqa: BLE001
@@ -415,5 +432,5 @@ def parse_mail(raw: bytes, *, reference: bool = False) -> ParsedMail:
 
 def header_fields(raw: bytes) -> Message:
     """The header block alone, fields as they came (compat32): what the loop and sender
-    checks read, parsed once for both."""
+    checks read."""
     return message_from_bytes(split_message(raw)[0] + b"\n", policy=policy.compat32)

@@ -712,3 +712,42 @@ async def test_mail_is_normalized_in_the_order_it_was_accepted(
     await asyncio.to_thread(send_all)
     events = await inbound(live, 20)
     assert [e["data"]["subject"] for e in events] == [f"Number {n}" for n in range(20)]
+
+
+async def test_8bit_bytes_in_mime_fields_still_make_an_event(smtp: tuple[LiveDaemon, int]) -> None:
+    live, port = smtp
+    raw = (
+        b"From: ann@example.org\r\nSubject: 8-bit\r\nMessage-ID: <8bit@example.org>\r\n"
+        b"Content-Type: text/plain; charset=\xe4\r\nX-Mailer: caf\xe9\r\n\r\nHello\r\n"
+    )
+    assert await asyncio.to_thread(send, port, raw, ["support@example.com"]) == {}
+    (event,) = await inbound(live, 1)
+    assert event["data"]["text"].strip() == "Hello"
+
+
+async def test_a_mail_normalizing_cannot_handle_is_parked_and_the_rest_goes_on(
+    smtp: tuple[LiveDaemon, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug met while normalizing one mail parks that mail as failed for an operator (it
+    would fail again at every start); the connector and the mail after it carry on."""
+    import connectors.mail.normalize
+
+    live, port = smtp
+    real = connectors.mail.normalize.parse_with_headers
+
+    def buggy(raw: bytes) -> Any:
+        if b"Subject: boom" in raw:
+            raise RuntimeError("a bug met on this mail")
+        return real(raw)
+
+    monkeypatch.setattr(connectors.mail.normalize, "parse_with_headers", buggy)
+    for subject in ("boom", "fine"):
+        msg = mail("ann@example.org", "support@example.com", subject, "text of it")
+        assert await asyncio.to_thread(send, port, msg, ["support@example.com"]) == {}
+    (event,) = await inbound(live, 1)
+    assert event["data"]["subject"] == "fine"
+    with sqlite3.connect(live.daemon.store.path) as db:
+        rows = db.execute("SELECT state, error FROM raw_mail ORDER BY id").fetchall()
+    assert rows[0][0] == "failed" and "RuntimeError: a bug met on this mail" in rows[0][1]
+    assert rows[1] == ("done", None)
+    assert (await _counters(live))["backlog"] == 0

@@ -16,7 +16,16 @@ from hypothesis import strategies as st
 from connectors.mail import parse
 from connectors.mail.dedup import content_digest, dedup_key, message_id_of, normalize_msgid
 from connectors.mail.dsn import read_report
-from connectors.mail.parse import AttachmentInfo, ParsedMail, parse_mail
+from connectors.mail.hooks import RecipientPolicy
+from connectors.mail.loops import classify
+from connectors.mail.parse import (
+    AttachmentInfo,
+    ParsedMail,
+    header_fields,
+    parse_mail,
+    parse_with_headers,
+)
+from connectors.mail.sender_auth import dmarc_verdict
 
 CORPUS = Path(__file__).resolve().parent.parent / "corpus" / "mail"
 CASES = sorted(CORPUS.glob("*.eml"))
@@ -208,6 +217,7 @@ def test_parse_mail_never_raises_on_arbitrary_bytes(raw: bytes) -> None:
     mail = parse_mail(raw)
     assert isinstance(mail, ParsedMail)
     assert mail == parse_mail(raw, reference=True)
+    _headers_read_alike(raw, mail)
     _readable(mail)
     content_digest(raw)
     message_id_of(raw)
@@ -252,6 +262,7 @@ def test_parse_mail_never_raises_on_mutated_corpus(
     mail = parse_mail(raw)
     assert isinstance(mail, ParsedMail)
     assert mail == parse_mail(raw, reference=True)
+    _headers_read_alike(raw, mail)
     assert all("@" in r.address for r in read_report(raw).recipients)
     _readable(mail)
     content_digest(raw)
@@ -299,10 +310,40 @@ def _paths(raw: bytes) -> list[str]:
     return seen
 
 
+def _outcome(check: Any, *args: Any) -> Any:
+    try:
+        return check(*args)
+    except Exception as err:
+        return type(err)
+
+
+def _headers_read_alike(raw: bytes, mail: ParsedMail) -> None:
+    """The header fields parse_with_headers hands the loop and DMARC checks (from the MIME
+    parse when it can) give them the same answers as the header block parsed alone."""
+    parsed, shared = parse_with_headers(raw)
+    assert parsed == mail
+    alone = header_fields(raw)
+    own = RecipientPolicy(["support@example.com", "@helpline.test"])
+    for sender in (None, "", "ann@example.org"):
+        assert _outcome(classify, shared, mail, sender, own) == _outcome(
+            classify, alone, mail, sender, own
+        )
+    trusted = frozenset({"mx.example.com", "mx.helpline.test", "imap.helpline.test"})
+    for claimed in (mail.from_email, "ann@customer.example"):
+        assert _outcome(dmarc_verdict, shared, claimed, trusted) == _outcome(
+            dmarc_verdict, alone, claimed, trusted
+        )
+    # The same fields in the same order; values alike but for how folds end (CRLF or LF).
+    assert [(k, " ".join(str(v).split())) for k, v in shared.items()] == [
+        (k, " ".join(str(v).split())) for k, v in alone.items()
+    ]
+
+
 @pytest.mark.parametrize("eml", CASES, ids=[p.stem for p in CASES])
 def test_the_parse_equals_the_policy_default_parse(eml: Path) -> None:
     raw = eml.read_bytes()
     assert parse_mail(raw) == parse_mail(raw, reference=True)
+    _headers_read_alike(raw, parse_mail(raw))
     assert parse_mail(raw.replace(b"\n", b"\r\n")) == parse_mail(
         raw.replace(b"\n", b"\r\n"), reference=True
     )
@@ -398,3 +439,11 @@ def test_address_fields_read_as_policy_default(
     value = form.format(name="".join(name), spec=f"{local}@{domain}")
     raw = f"From: {value}\r\nTo: {value}, x@y.z\r\nReply-To: {value}\r\n\r\nbody\r\n".encode()
     assert parse_mail(raw) == parse_mail(raw, reference=True)
+
+
+def test_8bit_mime_fields_do_not_break_the_checks() -> None:
+    """A Content-Type with 8-bit bytes is a Header object in compat32, not a str."""
+    raw = b"From: a@b.example\r\nContent-Type: multipart/report; x=\xe4\r\n\r\nhi\r\n"
+    mail, headers = parse_with_headers(raw)
+    found = classify(headers, mail, "a@b.example", RecipientPolicy(["x@y.example"]))
+    assert found is not None and found.kind == "bounce"
