@@ -47,6 +47,8 @@ class Accepted:
 
 
 class Backlog:
+    """One connector's accepted mail waiting to be normalized (see the module docstring)."""
+
     def __init__(
         self,
         intake: MailIntake,
@@ -63,11 +65,12 @@ class Backlog:
         self._spawn = spawn
         self._queue: deque[Accepted] = deque()
         self._queued_ids: set[int] = set()
+        self._recovered_ids: set[int] = set()  # taken up from the store at start
         self._mails = 0  # places taken: reserved, queued, being parsed or written
         self._bytes = 0
         self._wake = asyncio.Event()
         self._writes = asyncio.Semaphore(WRITES)
-        self.normalized = 0
+        self.normalized = 0  # written into the stream (or parked as failed)
         self.recovered = 0
         self.refused = 0  # DATA answered 451 because the backlog was full
 
@@ -95,6 +98,9 @@ class Backlog:
         self, raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
     ) -> None:
         """The reserved mail is committed: normalize it after those before it."""
+        if raw_id in self._recovered_ids:  # the start's recovery read it from the store
+            self.release(len(raw))  # in the moment between its commit and this call
+            return
         self._queue.append(Accepted(raw_id, raw, recipients, key, mail_from))
         self._queued_ids.add(raw_id)
         self._wake.set()
@@ -119,6 +125,7 @@ class Backlog:
             for m in batch:
                 if m.id in self._queued_ids:  # accepted by this run: it comes in its turn
                     continue
+                self._recovered_ids.add(m.id)
                 mail = Accepted(m.id, m.raw, list(m.recipients), m.dedup_key, m.mail_from)
                 await self._take(mail, placed=False)  # (it took no place: not counted)
                 self.recovered += 1
