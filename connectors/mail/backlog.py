@@ -1,9 +1,10 @@
-"""The mail an SMTP/LMTP connector accepted and has yet to turn into events: bounded, in order.
+"""The mail a mail connector accepted and has yet to turn into events: bounded, in order.
 
-A session takes a place in the backlog before it commits a mail; when the
-backlog is full (`max_backlog` mails or `max_backlog_bytes` of them) DATA is
+An SMTP/LMTP session takes a place in the backlog before it commits a mail; when
+the backlog is full (`max_backlog` mails or `max_backlog_bytes` of them) DATA is
 answered 451 and nothing is committed, so the sender's MTA keeps the mail and
-retries: memory never holds more than the bound, whatever the load.
+retries; an IMAP reader waits for a place instead (the mail stays in its
+mailbox). Memory never holds more than the bound, whatever the load.
 
 One task works through the backlog in the order the mail was accepted, a mail
 at a time, and yields to the event loop after each, so SMTP sessions keep being
@@ -69,6 +70,7 @@ class Backlog:
         self._mails = 0  # places taken: reserved, queued, being parsed or written
         self._bytes = 0
         self._wake = asyncio.Event()
+        self._freed = asyncio.Event()  # a place came free (a mailbox reader waits on it)
         self._writes = asyncio.Semaphore(WRITES)
         self.normalized = 0  # written into the stream (or parked as failed)
         self.recovered = 0
@@ -90,9 +92,20 @@ class Backlog:
         return True
 
     def release(self, size: int) -> None:
-        """The commit failed: the place is free again."""
+        """The commit failed (or the mail was held already): the place is free again."""
         self._mails -= 1
         self._bytes -= size
+        self._freed.set()
+
+    async def place(self, size: int) -> None:
+        """Wait for a place and take it: a mailbox reader pauses rather than refuse."""
+        while self._mails >= self._max_mails or (
+            self._mails and self._bytes + size > self._max_bytes
+        ):
+            self._freed.clear()
+            await self._freed.wait()
+        self._mails += 1
+        self._bytes += size
 
     def add(
         self, raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
@@ -161,3 +174,4 @@ class Backlog:
     def _free(self, place: tuple[int, int]) -> None:
         self._mails -= place[0]
         self._bytes -= place[1]
+        self._freed.set()

@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from imapclient.exceptions import IMAPClientError
 from pydantic import Field, model_validator
 
+from connectors.mail.backlog import Backlog
 from connectors.mail.dedup import dedup_key, message_id_of
 from connectors.mail.hooks import RecipientPolicy
 from connectors.mail.imap_session import (
@@ -68,6 +69,9 @@ class ImapConfig(Section):
     # Without IDLE (or with idle = false), how often the folder is checked.
     poll_interval: Duration = Field(default=60.0, gt=0)
     batch_size: int = Field(default=50, ge=1, le=1000)
+    # Mail read and committed but not yet normalized: past either bound, reading pauses.
+    max_backlog: int = Field(default=2000, ge=1, le=1_000_000)
+    max_backlog_bytes: ByteSize = 256 * 1024 * 1024
     # A message larger than this is left in the mailbox, unread, and counted.
     max_message_size: ByteSize = 25 * 1024 * 1024
     timeout: Duration = 30.0
@@ -116,6 +120,7 @@ class ImapConnector:
         )
         self._executor: ThreadPoolExecutor | None = None
         self._session: MailboxSession | None = None
+        self._backlog: Backlog | None = None
         self._task: asyncio.Task[None] | None = None
         self._state = ComponentState.STARTING
         self._since = datetime.now(UTC)
@@ -132,8 +137,16 @@ class ImapConnector:
         trusted = frozenset(a.lower() for a in cfg.trusted_authserv_ids)
         own = RecipientPolicy([cfg.support_address])
         intake = MailIntake(ctx.ingest, f"/connectors/{self.name}", own, trusted)
+        self._backlog = Backlog(
+            intake,
+            self.key,
+            max_mails=cfg.max_backlog,
+            max_bytes=cfg.max_backlog_bytes,
+            spawn=ctx.create_task,
+        )
+        ctx.create_task(self._backlog.run(), "normalize")  # pending mail of a previous run first
         self._executor = ThreadPoolExecutor(1, thread_name_prefix=f"imap-{self.name}")
-        self._task = ctx.create_task(self._run(ctx, intake), "mailbox")
+        self._task = ctx.create_task(self._run(ctx), "mailbox")
 
     async def stop(self) -> None:
         if self._session is not None:
@@ -148,7 +161,13 @@ class ImapConnector:
         self._set(ComponentState.STOPPED)
 
     def health(self) -> Health:
-        return Health(self._state, self._since, self._error, dict(self._counters))
+        backlog = self._backlog
+        counters = {
+            **self._counters,
+            "backlog": backlog.size if backlog else 0,
+            "normalized": backlog.normalized if backlog else 0,
+        }
+        return Health(self._state, self._since, self._error, counters)
 
     def _set(self, state: ComponentState, error: str | None = None) -> None:
         if state is not self._state:
@@ -159,15 +178,13 @@ class ImapConnector:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, fn, *args)
 
-    async def _run(self, ctx: ComponentContext, intake: MailIntake) -> None:
-        if recovered := await intake.recover(self.key):
-            ctx.log.info("mail.recovered", messages=recovered)
+    async def _run(self, ctx: ComponentContext) -> None:
         delay = self.config.reconnect_initial
         while True:
             session = MailboxSession(self.config.endpoint(), self.config.folder)
             self._session = session
             try:
-                await self._serve(ctx, intake, session)
+                await self._serve(ctx, session)
             except LoginRefused as err:
                 self._set(ComponentState.DEGRADED, str(err))
                 ctx.log.error("imap.login_refused", error=str(err))
@@ -192,9 +209,7 @@ class ImapConnector:
             await asyncio.sleep(delay)
             delay = min(self.config.reconnect_cap, delay * 2)
 
-    async def _serve(
-        self, ctx: ComponentContext, intake: MailIntake, session: MailboxSession
-    ) -> None:
+    async def _serve(self, ctx: ComponentContext, session: MailboxSession) -> None:
         cfg = self.config
         await self._call(session.connect)
         if self._tokens is not None:
@@ -211,12 +226,12 @@ class ImapConnector:
         )
         position = await ctx.ingest.mailbox_position(self.key, cfg.folder)
         if position is None or position.uidvalidity != folder.uidvalidity:
-            position = await self._first_read(ctx, intake, session, folder, position)
+            position = await self._first_read(ctx, session, folder, position)
         else:
             position = await self._mark_backlog(ctx, session, position)
         use_idle = cfg.idle and session.idle_supported
         while True:
-            position = await self._read_new(ctx, intake, session, position)
+            position = await self._read_new(ctx, session, position)
             if use_idle:
                 await self._call(session.wait, cfg.idle_renew)
             else:
@@ -226,7 +241,6 @@ class ImapConnector:
     async def _first_read(
         self,
         ctx: ComponentContext,
-        intake: MailIntake,
         session: MailboxSession,
         folder: FolderState,
         old: MailboxPosition | None,
@@ -246,7 +260,7 @@ class ImapConnector:
         if cfg.start != "new":
             uids = await self._call(session.search, 0, top, cfg.start == "unseen")
             for batch in _batches(uids, cfg.batch_size):
-                await self._take(ctx, intake, session, batch, None)
+                await self._take(ctx, session, batch, None)
         position = MailboxPosition(cfg.folder, folder.uidvalidity, top, top)
         await ctx.ingest.set_mailbox_position(self.key, position)
         return position
@@ -269,13 +283,12 @@ class ImapConnector:
     async def _read_new(
         self,
         ctx: ComponentContext,
-        intake: MailIntake,
         session: MailboxSession,
         position: MailboxPosition,
     ) -> MailboxPosition:
         uids = await self._call(session.search, position.uid)
         for batch in _batches(uids, self.config.batch_size):
-            await self._take(ctx, intake, session, batch, position)
+            await self._take(ctx, session, batch, position)
             position = replace(position, uid=batch[-1], marked_uid=batch[-1])
             await ctx.ingest.set_mailbox_position(self.key, position)
         return position
@@ -283,7 +296,6 @@ class ImapConnector:
     async def _take(
         self,
         ctx: ComponentContext,
-        intake: MailIntake,
         session: MailboxSession,
         uids: list[int],
         position: MailboxPosition | None,
@@ -293,6 +305,9 @@ class ImapConnector:
         cfg = self.config
         fetched: list[Fetched] = await self._call(session.fetch, uids, cfg.max_message_size)
         recipients = [cfg.support_address]
+        backlog = self._backlog
+        if backlog is None:  # start() sets it before this task runs
+            raise RuntimeError("the imap connector was not started")
         done: list[int] = []
         for mail in fetched:
             past = replace(position, uid=mail.uid) if position else None
@@ -303,14 +318,21 @@ class ImapConnector:
                 )
                 continue
             key = dedup_key(mail.raw, message_id_of(mail.raw))
-            raw_id = await ctx.ingest.accept_fetched_mail(self.key, past, recipients, mail.raw, key)
+            await backlog.place(len(mail.raw))  # pauses while normalizing lags behind
+            try:
+                raw_id = await ctx.ingest.accept_fetched_mail(
+                    self.key, past, recipients, mail.raw, key
+                )
+            except BaseException:
+                backlog.release(len(mail.raw))
+                raise
             done.append(mail.uid)
             if raw_id is None:
+                backlog.release(len(mail.raw))
                 self._counters["already_held"] += 1
                 continue
             self._counters["fetched"] += 1
-            job = intake.normalize(raw_id, mail.raw, recipients, key, None)
-            ctx.create_task(job, f"normalize-{raw_id}")
+            backlog.add(raw_id, mail.raw, recipients, key, None)
         await self._call(session.mark, done, self._move_to())
 
     def _move_to(self) -> str | None:

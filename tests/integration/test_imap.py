@@ -18,7 +18,7 @@ from tests.dovecot import PrivateDovecot
 from tests.oauth_fake import OAuthFake
 from tests.peers import need
 
-USERS = {f"box{i}@example.test": f"secret{i}" for i in range(1, 13)}
+USERS = {f"box{i}@example.test": f"secret{i}" for i in range(1, 14)}
 INBOUND = "helpline.message.inbound.v1"
 
 
@@ -291,3 +291,16 @@ async def test_xoauth2_logs_in_with_a_token_from_the_refresh_flow(
     (event,) = await inbound(live, 1)
     assert event["data"]["subject"] == "By OAuth"
     assert oauth.issued == issued + 1
+
+
+async def test_a_full_backlog_pauses_reading_and_loses_nothing(
+    dovecot: PrivateDovecot, make_daemon: Callable[..., Any]
+) -> None:
+    user = "box13@example.test"
+    for n in range(6):
+        await asyncio.to_thread(dovecot.append, user, "INBOX", mail(130 + n, f"Backlogged {n}"))
+    live = await make_daemon(imap_section(dovecot, user, 'start = "all"\nmax_backlog = 1\n'))
+    found = await inbound(live, 6)
+    assert [e["data"]["subject"] for e in found] == [f"Backlogged {n}" for n in range(6)]
+    counters = (await component(live))["counters"]
+    assert counters["backlog"] == 0 and counters["normalized"] == 6
