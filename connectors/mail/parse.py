@@ -24,16 +24,16 @@ import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
-from email.message import EmailMessage, Message
+from email.message import Message
 from email.parser import BytesParser
-from email.policy import EmailPolicy, Policy
+from email.policy import Policy
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING
 
 import html_text
 
 from connectors.mail.charsets import clean, decode_text, decode_words
 from connectors.mail.dedup import message_id_of, normalize_msgid, split_message
+from connectors.mail.mime_alike import MAX_DEPTH, plain, read_alike
 
 __all__ = ["AttachmentInfo", "ParsedMail", "header_fields", "parse_mail", "parse_with_headers"]
 
@@ -71,17 +71,6 @@ class ParsedMail:
 
 _MSGIDS = re.compile(r"<([^<>]+)>")
 _FOLD = re.compile(r"\r?\n(?=[ \t])")
-# MIME fields that compat32 and policy.default read alike (see the module docstring).
-_WS = r"(?:[ \t]|(?:\r\n|\r|\n)(?=[ \t]))*"  # white space, folded or not
-_TOKEN = r"[A-Za-z0-9!#$&+.^_`{|}~-]+"  # RFC 2045 token without ' * % (RFC 2231)
-_QUOTED = r'"[ !#-\[\]-~]*"'  # printable ASCII without a quote or a backslash
-_PARAMS = rf"(?:;{_WS}[A-Za-z0-9][A-Za-z0-9._-]*=(?:{_TOKEN}|{_QUOTED}){_WS})*"
-_PLAIN_MIME = {
-    "content-type": re.compile(rf"{_WS}{_TOKEN}/{_TOKEN}{_WS}{_PARAMS}"),
-    "content-disposition": re.compile(rf"{_WS}{_TOKEN}{_WS}{_PARAMS}"),
-    "content-transfer-encoding": re.compile(_TOKEN),
-}
-_PARAM_NAME = re.compile(r";\s*([^=\s]+)=")
 # Address fields that policy.default's header factory reads as this very text, no defect.
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _ADDR_SPEC = rf"{_ATEXT}+(?:\.{_ATEXT}+)*@{_ATEXT}+(?:\.{_ATEXT}+)*"
@@ -92,7 +81,6 @@ _ADDR = re.compile(r"[^\s<>,;:\"()\[\]]+@[^\s<>,;:\"()\[\]]+")
 _META_CHARSET = re.compile(rb"<meta[^>]+charset=[\"']?([\w.:-]+)", re.IGNORECASE)
 _BOUNDARY_LINE = re.compile(rb"^--([^\s\"]{1,200})[ \t]*$", re.MULTILINE)
 _TAG = re.compile(r"<[^>]*>")
-_MAX_DEPTH = 40
 
 
 def _fields(msg: Message) -> dict[str, str]:
@@ -200,7 +188,7 @@ class _Body:
         self.defects.extend(type(d).__name__ for d in part.defects)
         try:
             if part.is_multipart() and part.get_content_maintype() == "multipart":
-                if depth >= _MAX_DEPTH:
+                if depth >= MAX_DEPTH:
                     self.defects.append("MIME nesting too deep; the rest ignored")
                     return
                 for child in part.get_payload():
@@ -284,69 +272,13 @@ def _structure(raw: bytes, parse_policy: Policy, defects: list[str]) -> tuple[Me
     return msg, root
 
 
-if TYPE_CHECKING:  # generic in typeshed only
-    _EmailPolicy = EmailPolicy[EmailMessage]
-else:
-    _EmailPolicy = EmailPolicy
-
-
-class _DefaultOnce(_EmailPolicy):
-    """policy.default that parses a field of its part once, not at every read: a leaf
-    part switched to it is read several times. Its header objects are immutable, so
-    handing the same one out again reads exactly as parsing anew."""
-
-    def __init__(self) -> None:
-        super().__init__(
-            header_factory=policy.default.header_factory,
-            message_factory=EmailMessage,
-        )
-        object.__setattr__(self, "_parsed", {})
-
-    def header_fetch_parse(self, name: str, value: str) -> str:
-        parsed: dict[tuple[str, str], str] = self._parsed  # type: ignore[attr-defined]
-        key = (name, value)
-        if key not in parsed:
-            parsed[key] = super().header_fetch_parse(name, value)
-        return parsed[key]
-
-
-def _plain(part: Message, name: str) -> bool:
-    """Whether compat32 and policy.default read this MIME field of a part alike."""
-    value = part.get(name)
-    if value is None:
-        return True
-    if not isinstance(value, str) or not _PLAIN_MIME[name].fullmatch(value) or "=?" in value:
-        return False
-    names = [n.lower() for n in _PARAM_NAME.findall(value)]
-    return len(names) == len(set(names))
-
-
-def _read_alike(part: Message, depth: int = 0) -> bool:
-    """Whether a tree parsed with compat32 reads as policy.default would have parsed and
-    read it. A leaf whose MIME fields are not plain is switched to policy.default (it is
-    a leaf under both: its type says so under both); a container must be plain."""
-    if depth > _MAX_DEPTH + 1:
-        return False
-    maintype = part.get_content_maintype()
-    if maintype in ("multipart", "message") or part.is_multipart():
-        if not (_plain(part, "content-type") and _plain(part, "content-transfer-encoding")):
-            return False
-        inner = part.get_payload()
-        children = inner if isinstance(inner, list) else []
-        return all(isinstance(c, Message) and _read_alike(c, depth + 1) for c in children)
-    if all(_plain(part, name) for name in _PLAIN_MIME):
-        return True
-    part.policy = _DefaultOnce()  # every field of this leaf read as policy.default reads it
-    return part.get_content_maintype() == maintype
-
-
 def _parse(raw: bytes, found: list[Message]) -> ParsedMail:
     """The mail's fields; its parsed header fields appended to ``found`` when they read as
     `header_fields` reads them (the structure parsed with compat32)."""
     defects: list[str] = []
     try:
         msg, root = _structure(raw, policy.compat32, defects)
-        alike = _plain(msg, "content-type") and _read_alike(root)
+        alike = plain(msg, "content-type") and read_alike(root)
     except Exception:  # noqa: BLE001 - policy.default decides what happens then
         alike = False
     if not alike:
