@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import nh3
 import structlog
@@ -18,6 +19,7 @@ from connectors.mail.dsn import DeliveryReport, read_report
 from connectors.mail.hooks import RecipientPolicy
 from connectors.mail.loops import Automatic, classify
 from connectors.mail.parse import ParsedMail, parse_with_headers
+from connectors.mail.received import trusted_received_at
 from connectors.mail.sender_auth import Verdict, dmarc_verdict
 from gateway.attachments import NewAttachment
 from gateway.automatic import AutomaticInbound
@@ -38,6 +40,10 @@ RETRY_CAP = 30.0
 RECOVERY_BATCH = 200
 
 
+def _aware(when: datetime) -> datetime:
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
 def to_inbound(
     parsed: ParsedMail,
     ingest: Ingestor,
@@ -47,6 +53,7 @@ def to_inbound(
     recipients: list[str],
     key: str,
     dmarc: Verdict | None = None,
+    relayed_at: datetime | None = None,
 ) -> Inbound:
     if not parsed.from_email:
         raise InvalidInput("From", "the mail has no sender address")
@@ -66,7 +73,8 @@ def to_inbound(
         quoted=quoted or None,
         own_text_only=True,
         html=nh3.clean(parsed.html) if parsed.html else None,
-        sent_at=parsed.date,
+        # The sender's Date, but never later than our own relays saw the mail.
+        sent_at=min((_aware(t) for t in (parsed.date, relayed_at) if t), default=None),
         # Keyed per channel, not per listener: the same mail by SMTP and by IMAP is one event.
         idempotency=IdempotencyKey("email", key, key.encode(), f"Message {key!r}"),
         message_id=parsed.message_id,
@@ -183,6 +191,7 @@ def prepare(
                 recipients=recipients,
                 key=key,
                 dmarc=dmarc,
+                relayed_at=trusted_received_at(headers, trusted),
             )
         )
     except InvalidInput as err:

@@ -4,8 +4,11 @@ exact latencies, breach events, business hours over a weekend and a DST change, 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import formatdate
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -14,7 +17,9 @@ import pytest
 from gateway.calls import CallStep
 from gateway.identity import Handles
 from gateway.ingest import Inbound
-from tests.conftest import LiveDaemon, auth
+from tests.conftest import LiveDaemon, auth, free_port
+from tests.integration.test_smtp import inbound as smtp_inbound
+from tests.integration.test_smtp import mail, send, smtp_section
 
 MET = "helpline.first_response.met.v1"
 BREACHED = "helpline.first_response.breached.v1"
@@ -304,3 +309,56 @@ async def test_the_timer_fires_on_its_own(make_daemon: Callable[..., Any]) -> No
             break
         await asyncio.sleep(0.05)
     assert [e["subject"] for e in found] == [conv]
+
+
+async def test_a_trusted_relays_received_time_bounds_the_senders_date(
+    make_daemon: Callable[..., Any],
+) -> None:
+    """Through a real SMTP session: a Date in the future is a lie our own relay's Received
+    field corrects; without a Date that Received time is the customer's time; a Received
+    field from a host we do not trust changes nothing."""
+    port = free_port()
+    live = await make_daemon(
+        smtp_section(port, extra='trusted_authserv_ids = ["mx.helpline.test"]\n')
+    )
+    now = time.time()
+
+    def relayed(by: str, ago: float) -> str:
+        return f"from mail.example.org by {by} with ESMTPS id 4Xy; {formatdate(now - ago)}"
+
+    cases = {
+        "ann@example.org": {
+            "Date": formatdate(now + 3600),
+            "Received": relayed("mx.helpline.test", 120),
+        },
+        "bob@example.org": {"Date": None, "Received": relayed("mx.helpline.test", 180)},
+        "cy@example.org": {
+            "Date": formatdate(now + 3600),
+            "Received": relayed("mx.elsewhere.test", 120),
+        },
+    }
+    for n, (sender, fields) in enumerate(cases.items()):
+        msg = mail(sender, "support@example.com", f"Order {n}", "Where is my parcel? It is late.")
+        del msg["Date"]
+        if fields["Date"]:
+            msg["Date"] = fields["Date"]
+        raw = f"Received: {fields['Received']}\r\n".encode() + msg.as_bytes(policy=SMTP_POLICY)
+        await asyncio.to_thread(send, port, raw, ["support@example.com"], sender)
+    for event in await smtp_inbound(live, 3):
+        await live.post(
+            f"/v1/conversations/{event['subject']}/replies",
+            {"text": "On it", "author": {"kind": "human"}},
+        )
+    await live.daemon.first_response.tick()
+    stages = {
+        e["data"]["contact_id"]: e["data"]["stages"]["customer_to_accepted"]
+        for e in await live.stream()
+        if e["type"] == MET
+    }
+    by_contact = {
+        e["data"]["from"]["email"]: e["data"]["contact_id"] for e in await smtp_inbound(live, 3)
+    }
+    ann, bob, cy = (stages[by_contact[s]] for s in cases)
+    assert 119 <= ann <= 125  # the relay's time, not the Date an hour ahead
+    assert 179 <= bob <= 185  # no Date: the relay's time
+    assert cy == 0.0  # an untrusted Received is ignored: the future Date clamps to accepted
