@@ -28,11 +28,10 @@ from pathlib import Path
 
 from imapclient import IMAPClient
 
+from bench.dovecot_conf import HOST, MAIL_GID, MAIL_UID, DovecotSetup
 from bench.procs import BenchError, free_port, pinned
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
-MAIL_UID = MAIL_GID = 8  # Debian's `mail` user
-HOST = "127.0.0.1"
 USER = "support@bench.example"
 
 
@@ -77,52 +76,8 @@ class BenchDovecot:
         return self._proc.pid if self._proc is not None else None
 
     def _write_conf(self) -> None:
-        d = self.dir
-        self.conf_path.write_text(
-            f"""instance_name = helpline-bench-{d.name}
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = {self.log_path}
-protocols = imap
-listen = {HOST}
-first_valid_uid = {MAIL_UID}
-first_valid_gid = {MAIL_GID}
-mail_uid = mail
-mail_gid = mail
-mail_location = maildir:~/Maildir
-namespace inbox {{
-  inbox = yes
-  separator = /
-}}
-mailbox_idle_check_interval = 1 secs
-auth_failure_delay = 0
-disable_plaintext_auth = no
-auth_mechanisms = plain login
-ssl = no
-passdb {{
-  driver = passwd-file
-  args = scheme=PLAIN username_format=%u {d}/users
-}}
-userdb {{
-  driver = passwd-file
-  args = username_format=%u {d}/users
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = {HOST}
-    port = {self.port}
-  }}
-  inet_listener imaps {{
-    port = 0
-  }}
-}}
-"""
-        )
+        setup = DovecotSetup(self.dir, f"helpline-bench-{self.dir.name}", self.port)
+        self.conf_path.write_text(setup.render())
 
     def start(self, core: int | None, deadline: float = 15.0) -> None:
         """`dovecot -F` under taskset on `core` (its children inherit it); return once it

@@ -28,8 +28,9 @@ from bench.daemon import (
     read_log,
     start_daemon,
 )
+from bench.dovecot_conf import HOST
 from bench.imap_client import PASSWORD_ENV, READY, TOKEN_ENV
-from bench.imap_dovecot import HOST, BenchDovecot
+from bench.imap_dovecot import BenchDovecot
 from bench.procs import (
     BenchError,
     Child,

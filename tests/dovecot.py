@@ -25,13 +25,12 @@ from typing import Literal
 
 from imapclient import IMAPClient
 
+from bench.dovecot_conf import HOST, MAIL_GID, MAIL_UID, DovecotSetup
 from tests.peers import wait_banner
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
 OPENSSL = shutil.which("openssl") or "/usr/bin/openssl"
-MAIL_UID = MAIL_GID = 8  # Debian's `mail` user
-HOST = "127.0.0.1"
 
 Security = Literal["starttls", "imaps", "plain"]
 
@@ -140,75 +139,16 @@ class PrivateDovecot:
         (self.dir / "dovecot-oauth2.conf.ext").write_text(text)
 
     def _write_conf(self) -> None:
-        d = self.dir
-        oauth = bool(self.introspection_url)
-        mechanisms = "plain login" + (" xoauth2 oauthbearer" if oauth else "")
-        oauth_passdb = (
-            "passdb {\n"
-            "  driver = oauth2\n"
-            "  mechanisms = xoauth2 oauthbearer\n"
-            f"  args = {d}/dovecot-oauth2.conf.ext\n"
-            "}\n"
-            if oauth
-            else ""
+        setup = DovecotSetup(
+            self.dir,
+            self.instance_name,
+            self.port,
+            imaps_port=self.imaps_port,
+            tls=(self.cert_path, self.key_path),
+            oauth_conf=self.dir / "dovecot-oauth2.conf.ext" if self.introspection_url else None,
+            debug=self._debug,
         )
-        # The password passdb is limited to plain/login so that a bad token is
-        # never tried as a password. anvil-auth-penalty mode 0 turns off the
-        # per-IP penalty (2, 4, 8, 15 s after failures from 127.0.0.1), which
-        # auth_failure_delay = 0 alone does not. The namespace makes the
-        # hierarchy separator "/" as on most providers (Maildir++ uses ".").
-        self.conf_path.write_text(
-            f"""instance_name = {self.instance_name}
-base_dir = {d}/run
-state_dir = {d}/state
-log_path = {self.log_path}
-protocols = imap
-listen = {HOST}
-first_valid_uid = {MAIL_UID}
-first_valid_gid = {MAIL_GID}
-mail_uid = mail
-mail_gid = mail
-mail_location = maildir:~/Maildir
-namespace inbox {{
-  inbox = yes
-  separator = /
-}}
-mailbox_idle_check_interval = 1 secs
-auth_failure_delay = 0
-auth_verbose = yes
-auth_debug = {"yes" if self._debug else "no"}
-disable_plaintext_auth = no
-auth_mechanisms = {mechanisms}
-ssl = yes
-ssl_cert = <{self.cert_path}
-ssl_key = <{self.key_path}
-passdb {{
-  driver = passwd-file
-  mechanisms = plain login
-  args = scheme=PLAIN username_format=%u {d}/users
-}}
-{oauth_passdb}userdb {{
-  driver = passwd-file
-  args = username_format=%u {d}/users
-}}
-service anvil {{
-  unix_listener anvil-auth-penalty {{
-    mode = 0
-  }}
-}}
-service imap-login {{
-  inet_listener imap {{
-    address = {HOST}
-    port = {self.port}
-  }}
-  inet_listener imaps {{
-    address = {HOST}
-    port = {self.imaps_port}
-    ssl = yes
-  }}
-}}
-"""
-        )
+        self.conf_path.write_text(setup.render())
 
     # -- lifecycle -------------------------------------------------------
 
