@@ -166,3 +166,15 @@ def ending_warnings(
         )
     warnings.extend(f"{name}: daemon log: {line}" for line in log_warnings)
     return warnings
+
+
+def slow_commits(metrics: str) -> int:
+    """Commits that took longer than 100 ms, from the commit-time histogram (a busy disk)."""
+    total = under = 0.0
+    for line in metrics.splitlines():
+        name, _, value = line.partition(" ")
+        if name == "helpline_commit_seconds_count":
+            total = float(value)
+        elif name == 'helpline_commit_seconds_bucket{le="0.1"}':
+            under = float(value)
+    return round(total - under)

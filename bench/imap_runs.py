@@ -26,6 +26,7 @@ from bench.daemon import (
     commit_stats,
     ending_warnings,
     read_log,
+    slow_commits,
     start_daemon,
 )
 from bench.dovecot_conf import HOST
@@ -40,6 +41,8 @@ from bench.procs import (
     free_port,
     pinned,
     spawn,
+    wait_exit,
+    wait_line,
 )
 from bench.smtp_latency import percentile
 
@@ -150,47 +153,8 @@ def _env(dovecot: BenchDovecot, token: str = "") -> dict[str, str]:
     return env
 
 
-def slow_commits(metrics: str) -> int:
-    """Commits that took longer than 100 ms, from the commit-time histogram (a busy disk)."""
-    total = under = 0.0
-    for line in metrics.splitlines():
-        name, _, value = line.partition(" ")
-        if name == "helpline_commit_seconds_count":
-            total = float(value)
-        elif name == 'helpline_commit_seconds_bucket{le="0.1"}':
-            under = float(value)
-    return round(total - under)
-
-
 def _client(mode: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "bench.imap_client", mode, *args]
-
-
-def _wait_exit(child: Child, timeout: float) -> None:
-    """Until `child` exits; a timeout or a non-zero status makes the run invalid."""
-    try:
-        child.popen.wait(timeout)
-    except Exception as err:
-        child.stop(5)
-        raise BenchError(
-            f"{child.name} did not finish within {timeout:.0f} s; its log:\n{child.log_tail()}"
-        ) from err
-    child.stop()
-    if child.exit_code != 0:
-        raise BenchError(
-            f"{child.name} exited with status {child.exit_code}; its log:\n{child.log_tail()}"
-        )
-
-
-def _wait_line(child: Child, line: str, timeout: float) -> None:
-    until = time.monotonic() + timeout
-    while time.monotonic() < until:
-        if line in child.log_tail(5).splitlines():
-            return
-        if not child.alive():
-            break
-        time.sleep(0.02)
-    raise BenchError(f"{child.name} did not get ready; its log:\n{child.log_tail()}")
 
 
 def _connector(daemon: RunningDaemon) -> dict[str, object]:
@@ -305,7 +269,7 @@ def run_helpline(
                 stream=f"{daemon.base_url}/v1/stream",
                 token=daemon.token,
             )
-            _wait_exit(appender, _run_timeout(plan))
+            wait_exit(appender, _run_timeout(plan))
             run.details["daemon_cpu_share"] = round(
                 (cpu_seconds(daemon.child.pid) - cpu_before) / (time.monotonic() - wall_before), 4
             )
@@ -411,7 +375,7 @@ def run_watcher(
         )
         appender: Child | None = None
         try:
-            _wait_line(watcher, READY, 30.0)
+            wait_line(watcher, READY, 30.0)
             appender, out = _appender(
                 work,
                 dovecot,
@@ -420,8 +384,8 @@ def run_watcher(
                 tag=f"w{pair}-{int(time.time())}",
                 core=cores.load,
             )
-            _wait_exit(appender, _run_timeout(plan))
-            _wait_exit(watcher, plan.drain + 10)
+            wait_exit(appender, _run_timeout(plan))
+            wait_exit(watcher, plan.drain + 10)
         finally:
             if appender is not None:
                 appender.stop(5)

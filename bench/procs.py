@@ -189,3 +189,30 @@ def cpu_seconds(pid: int) -> float:
         fields = fh.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / ticks
+
+
+def wait_exit(child: Child, timeout: float) -> None:
+    """Until `child` exits; a timeout or a non-zero status makes the run invalid."""
+    try:
+        child.popen.wait(timeout)
+    except Exception as err:
+        child.stop(5)
+        raise BenchError(
+            f"{child.name} did not finish within {timeout:.0f} s; its log:\n{child.log_tail()}"
+        ) from err
+    child.stop()
+    if child.exit_code != 0:
+        raise BenchError(
+            f"{child.name} exited with status {child.exit_code}; its log:\n{child.log_tail()}"
+        )
+
+
+def wait_line(child: Child, line: str, timeout: float) -> None:
+    until = time.monotonic() + timeout
+    while time.monotonic() < until:
+        if line in child.log_tail(5).splitlines():
+            return
+        if not child.alive():
+            break
+        time.sleep(0.02)
+    raise BenchError(f"{child.name} did not get ready; its log:\n{child.log_tail()}")
