@@ -6,6 +6,7 @@ as keys), and values under secret-looking keys never reach the output.
 
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 from typing import Any
@@ -22,12 +23,19 @@ _LEVELS = {
 }
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_key(key: str) -> bool:
+    """Whether a log field's name says it holds a secret; the same few keys recur on every
+    line, so the verdict is remembered."""
+    lowered = key.lower()
+    return any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith(
+        ("_path", "_file", "_name")
+    )
+
+
 def redact(_: WrappedLogger, __: str, event: EventDict) -> EventDict:
     for key in event:
-        lowered = key.lower()
-        if any(word in lowered for word in _SECRET_WORDS) and not lowered.endswith(
-            ("_path", "_file", "_name")
-        ):
+        if _secret_key(key):
             event[key] = "[redacted]"
     return event
 
