@@ -9,6 +9,7 @@ customer was told and no first-response clock takes it for an answer.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -21,7 +22,9 @@ from gateway.dedup import IdempotencyKey, recorded_answer, remember
 from gateway.errors import NotFound
 from gateway.events import Author, DeliveryFailed, Event, EventType, OutboundMessage
 from gateway.ids import event_id
-from gateway.store import Store, Tx
+from gateway.store import FailingMark, Store, Tx
+
+_ENHANCED = re.compile(r"\b5\.\d{1,3}\.\d{1,3}\b")  # an RFC 3463 permanent status
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,17 +93,22 @@ class Replies:
         recipient: str | None,
         reason: str,
         source: str,
+        *,
+        address_failed: bool = False,
     ) -> int:
-        """Record on the conversation that a reply will never reach the customer."""
+        """Record on the conversation that a reply will never reach the customer;
+        `address_failed`: the relay refused the address itself (550 5.1.1 at RCPT), so it
+        is marked failing like a bounce would mark it."""
         now = self._clock()
 
         async def unit(tx: Tx) -> int:
             row = await tx.get_conversation(conversation_id)
             if row is None:
                 raise NotFound(f"no conversation {conversation_id!r}")
-            return await tx.append(
+            failure = event_id()
+            offset = await tx.append(
                 Event(
-                    id=event_id(),
+                    id=failure,
                     type=EventType.MESSAGE_DELIVERY_FAILED,
                     source=source,
                     time=datetime.fromtimestamp(now, UTC),
@@ -118,6 +126,11 @@ class Replies:
                     ),
                 )
             )
+            if address_failed and recipient:
+                status = _ENHANCED.search(reason)
+                mark = FailingMark(reason, status.group() if status else None, now, failure)
+                await tx.mark_failing(recipient, mark, offset)
+            return offset
 
         return await self._store.write(unit)
 

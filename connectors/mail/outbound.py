@@ -295,7 +295,12 @@ class SmtpOutConnector:
                 reason = "; ".join(f"{r.code} {r.message}" for r in err.recipients)
                 if all(r.code >= 500 for r in err.recipients):
                     await ctx.replies.delivery_failed(
-                        reply["id"], conversation, thread.customer, reason, source
+                        reply["id"],
+                        conversation,
+                        thread.customer,
+                        reason,
+                        source,
+                        address_failed=True,  # refused at RCPT: the address itself
                     )
                     self.failed += 1
                     return

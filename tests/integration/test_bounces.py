@@ -9,7 +9,9 @@ from email.message import Message
 from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
-from tests.conftest import LiveDaemon, until
+from aiosmtpd.smtp import SMTP
+
+from tests.conftest import LiveDaemon, free_port, until
 from tests.integration.test_outbound import Relay, customer_writes, daemon_with_mail, relay
 from tests.integration.test_smtp import inbound, mail, send
 
@@ -234,3 +236,38 @@ async def test_erasing_the_person_forgets_the_mark(
     assert status == 200
     with sqlite3.connect(live.daemon.store.path) as db:
         assert db.execute("SELECT address FROM email_failures").fetchall() == []
+
+
+class RefusingRelay(Relay):
+    """A relay that knows the recipient's mailbox is gone: 550 5.1.1 at RCPT."""
+
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: list[str]
+    ) -> str:
+        return "550 5.1.1 <ann@example.org>: Recipient address rejected: User unknown"
+
+
+async def test_a_relay_refusing_the_address_marks_it_failing(
+    make_daemon: Callable[..., Any],
+) -> None:
+    sink, relay_port = RefusingRelay(), free_port()
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(sink, hostname="relay.test"), "127.0.0.1", relay_port
+    )
+    try:
+        live, port = await daemon_with_mail(make_daemon, relay_port)
+        first = await customer_writes(live, port)
+        await live.post(f"/v1/conversations/{first['subject']}/replies", {"text": "Hello Ann"})
+        contact = first["data"]["contact_id"]
+        for _ in range(160):
+            handle = await email_handle(live, contact)
+            if handle["failing"]:
+                break
+            await asyncio.sleep(0.05)
+        assert handle["failing"]["status"] == "5.1.1"
+        assert "User unknown" in handle["failing"]["reason"]
+        failed = [e for e in await live.stream() if e["type"].endswith("delivery_failed.v1")]
+        assert handle["failing"]["event_id"] == failed[0]["id"]
+    finally:
+        server.close()
+        await server.wait_closed()

@@ -147,6 +147,9 @@ async def test_a_permanent_refusal_is_recorded_on_the_conversation(
     assert found["data"]["recipient"] == "ann@example.org"
     assert found["data"]["reason"].startswith("550")
     assert sink.received == []
+    # Refused at DATA (the content, say), not at RCPT: the address is not marked failing.
+    _, contact, _ = await live.get(f"/v1/contacts/{first['data']['contact_id']}")
+    assert [h["failing"] for h in contact["handles"] if h["kind"] == "email"] == [None]
 
 
 async def test_temporary_failures_are_retried_and_nothing_is_sent_twice(
