@@ -79,9 +79,21 @@ class FirstResponseTracker:
         self._policies = policies(config)
 
     async def start(self) -> None:
-        self._after = await self._store.get_cursor(CURSOR) or 0
+        cursor = await self._store.get_cursor(CURSOR)
+        if cursor is None:
+            # First start on this store: clocks run from now on. An upgraded store with
+            # years of history is not replayed (that would hold up the start for minutes).
+            cursor = self._store.head_offset()
+            await self._save_cursor(cursor)
+        self._after = cursor
         await self.tick()
         self._task = asyncio.create_task(self._run(), name="first-response")
+
+    async def _save_cursor(self, offset: int) -> None:
+        async def unit(tx: Tx) -> None:
+            await tx.set_cursor(CURSOR, offset, self._clock())
+
+        await self._store.write(unit)
 
     async def stop(self) -> None:
         if self._task is not None:

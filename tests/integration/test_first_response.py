@@ -4,6 +4,7 @@ exact latencies, breach events, business hours over a weekend and a DST change, 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -362,3 +363,23 @@ async def test_a_trusted_relays_received_time_bounds_the_senders_date(
     assert 119 <= ann <= 125  # the relay's time, not the Date an hour ahead
     assert 179 <= bob <= 185  # no Date: the relay's time
     assert cy == 0.0  # an untrusted Received is ignored: the future Date clamps to accepted
+
+
+async def test_a_store_from_before_the_clocks_is_not_replayed(
+    make_daemon: Callable[..., Any], clock: Clock
+) -> None:
+    """An upgrade: events written before the tracker existed start no clocks (history is
+    not replayed at start); what arrives afterwards is clocked as usual."""
+    live = await start(make_daemon, clock)
+    await message(live, "email", "old@example.org")
+    state = live.daemon.state_dir
+    await live.daemon.stop()
+    with sqlite3.connect(state / "helpline.db") as db:  # as an older helpline left it
+        db.execute("DELETE FROM first_response_clocks")
+        db.execute("DELETE FROM cursors WHERE name = 'first_response'")
+    clock.now = T0 + 600
+    again = await start(make_daemon, clock, state_dir=state)
+    conv = (await message(again, "email", "new@example.org"))["conversation_id"]
+    clock.now = T0 + 1000
+    events = await timing(again)
+    assert [(e["type"], e["subject"]) for e in events] == [(BREACHED, conv)]
