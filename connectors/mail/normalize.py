@@ -235,33 +235,6 @@ async def deliver(ingest: Ingestor, prepared: Prepared) -> None:
             delay = min(RETRY_CAP, delay * 2)
 
 
-async def normalize(
-    ingest: Ingestor,
-    raw: bytes,
-    *,
-    source: str,
-    raw_id: int,
-    recipients: list[str],
-    key: str,
-    mail_from: str | None,
-    own: RecipientPolicy,
-    trusted: frozenset[str] = frozenset(),
-) -> None:
-    """Parse and ingest one accepted mail; retried while the store cannot take it."""
-    ready = prepare(
-        ingest,
-        raw,
-        source=source,
-        raw_id=raw_id,
-        recipients=recipients,
-        key=key,
-        mail_from=mail_from,
-        own=own,
-        trusted=trusted,
-    )
-    await deliver(ingest, ready)
-
-
 @dataclass(frozen=True, slots=True)
 class MailIntake:
     """What every mail connector normalizes with: where its mail comes from, its own
@@ -271,11 +244,6 @@ class MailIntake:
     source: str
     own: RecipientPolicy
     trusted: frozenset[str] = frozenset()
-
-    async def normalize(
-        self, raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
-    ) -> None:
-        await self.deliver(self.prepare(raw_id, raw, recipients, key, mail_from))
 
     def prepare(
         self, raw_id: int, raw: bytes, recipients: list[str], key: str, mail_from: str | None
@@ -294,17 +262,3 @@ class MailIntake:
 
     async def deliver(self, prepared: Prepared) -> None:
         await deliver(self.ingest, prepared)
-
-    async def recover(self, connector: str) -> int:
-        """Normalize what a previous run accepted but did not finish (a crash in between),
-        a batch at a time, however many there are."""
-        after, total = 0, 0
-        while batch := await self.ingest.pending_raw_mail(connector, after, RECOVERY_BATCH):
-            await asyncio.gather(
-                *(
-                    self.normalize(m.id, m.raw, list(m.recipients), m.dedup_key, m.mail_from)
-                    for m in batch
-                )
-            )
-            after, total = batch[-1].id, total + len(batch)
-        return total
