@@ -25,7 +25,6 @@ from gateway.config import Channel, CoreConfig
 from gateway.conversations import ThreadRef, find_by_references
 from gateway.dedup import IdempotencyKey, recorded_answer, remember
 from gateway.events import AutomaticMessage, Event, EventType, FailedRecipient, Sender
-from gateway.ids import event_id
 from gateway.store import FailingMark, Tx
 
 
@@ -58,14 +57,12 @@ async def record_automatic(
     recorded = None
     if row is not None:
         accepted = datetime.fromtimestamp(now, UTC)
-        event = Event(
-            id=event_id(),
-            type=EventType.MESSAGE_AUTOMATIC,
-            source=item.source,
-            time=accepted,
-            subject=row.id,
+        event = Event.on_conversation(
+            EventType.MESSAGE_AUTOMATIC,
             conversation_id=row.id,
             contact_id=row.contact_id,
+            source=item.source,
+            at=now,
             data=AutomaticMessage(
                 channel=item.channel,
                 conversation_id=row.id,

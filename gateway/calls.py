@@ -88,14 +88,13 @@ async def record_call(tx: Tx, step: CallStep, config: CoreConfig, now: float) ->
             new_contact=resolved.created,
         )
     accepted = datetime.fromtimestamp(now, UTC)
-    event = Event(
-        id=new_event,
-        type=_TYPES[step.phase],
-        source=step.source,
-        time=accepted,
-        subject=row.id,
+    event = Event.on_conversation(
+        _TYPES[step.phase],
         conversation_id=row.id,
         contact_id=row.contact_id,
+        source=step.source,
+        at=now,
+        event_id=new_event,
         data=CallEvent(
             conversation_id=row.id,
             conversation_number=row.number,

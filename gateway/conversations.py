@@ -14,12 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from gateway.errors import NotFound
 from gateway.events import ConversationChange, Event, EventType
 from gateway.ids import conversation_id as new_conversation_id
-from gateway.ids import event_id
 from gateway.store import ConversationRow, Tx
 
 
@@ -58,14 +56,12 @@ class Transition:
 def _change_event(
     kind: EventType, row: ConversationRow, source: str, now: float, reason: str | None = None
 ) -> Event:
-    return Event(
-        id=event_id(),
-        type=kind,
-        source=source,
-        time=datetime.fromtimestamp(now, UTC),
-        subject=row.id,
+    return Event.on_conversation(
+        kind,
         conversation_id=row.id,
         contact_id=row.contact_id,
+        source=source,
+        at=now,
         data=ConversationChange(
             conversation_id=row.id,
             conversation_number=row.number,

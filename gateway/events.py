@@ -20,6 +20,7 @@ from pydantic import Field
 from gateway.config import Channel
 from gateway.event_base import EventData, Timestamp
 from gateway.events_timing import CallEvent, FirstResponseBreached, FirstResponseMet
+from gateway.ids import event_id as new_event_id
 from gateway.times import rfc3339
 
 
@@ -268,6 +269,30 @@ class Event:
     data: EventData
     conversation_id: str | None = None
     contact_id: str | None = None
+
+    @classmethod
+    def on_conversation(
+        cls,
+        kind: EventType,
+        *,
+        conversation_id: str,
+        contact_id: str,
+        data: EventData,
+        source: str,
+        at: float,
+        event_id: str | None = None,
+    ) -> Event:
+        """An event of a conversation: its subject and the ids the store indexes it by."""
+        return cls(
+            id=event_id or new_event_id(),
+            type=kind,
+            source=source,
+            time=datetime.fromtimestamp(at, UTC),
+            subject=conversation_id,
+            data=data,
+            conversation_id=conversation_id,
+            contact_id=contact_id,
+        )
 
     def envelope_json(self) -> bytes:
         """The CloudEvent without `offset`; the store adds it when it is read back."""

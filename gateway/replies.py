@@ -13,7 +13,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 
 import orjson
 
@@ -107,14 +106,13 @@ class Replies:
                 raise NotFound(f"no conversation {conversation_id!r}")
             failure = event_id()
             offset = await tx.append(
-                Event(
-                    id=failure,
-                    type=EventType.MESSAGE_DELIVERY_FAILED,
-                    source=source,
-                    time=datetime.fromtimestamp(now, UTC),
-                    subject=row.id,
+                Event.on_conversation(
+                    EventType.MESSAGE_DELIVERY_FAILED,
                     conversation_id=row.id,
                     contact_id=row.contact_id,
+                    source=source,
+                    at=now,
+                    event_id=failure,
                     data=DeliveryFailed(
                         channel=row.channel,
                         conversation_id=row.id,
@@ -162,14 +160,12 @@ class Replies:
             return Acknowledged(None, "this conversation was acknowledged already")
         if last is not None and now - last.at < ack.window:
             return Acknowledged(None, "the address was acknowledged within the window")
-        event = Event(
-            id=event_id(),
-            type=EventType.MESSAGE_OUTBOUND,
-            source=ack.source,
-            time=datetime.fromtimestamp(now, UTC),
-            subject=row.id,
+        event = Event.on_conversation(
+            EventType.MESSAGE_OUTBOUND,
             conversation_id=row.id,
             contact_id=row.contact_id,
+            source=ack.source,
+            at=now,
             data=OutboundMessage(
                 channel=row.channel,
                 conversation_id=row.id,
@@ -201,15 +197,12 @@ class Replies:
         row = await tx.get_conversation(reply.conversation_id)
         if row is None:
             raise NotFound(f"no conversation {reply.conversation_id!r}")
-        moment = datetime.fromtimestamp(now, UTC)
-        event = Event(
-            id=event_id(),
-            type=EventType.MESSAGE_OUTBOUND,
-            source=reply.source,
-            time=moment,
-            subject=row.id,
+        event = Event.on_conversation(
+            EventType.MESSAGE_OUTBOUND,
             conversation_id=row.id,
             contact_id=row.contact_id,
+            source=reply.source,
+            at=now,
             data=OutboundMessage(
                 channel=row.channel,
                 conversation_id=row.id,

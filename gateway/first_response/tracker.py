@@ -21,10 +21,10 @@ import structlog
 
 from gateway.business_hours import ALWAYS, BusinessTime, Calendar
 from gateway.config import CHANNELS, CoreConfig
+from gateway.event_base import EventData
 from gateway.events import Event, EventType
 from gateway.events_timing import FirstResponseBreached, FirstResponseMet, Stages
 from gateway.first_response.rules import Change, ChannelPolicy, step
-from gateway.ids import event_id
 from gateway.metrics import Metrics
 from gateway.store import ClockRow, Store, Tx
 from gateway.stream import StreamNotifier
@@ -262,14 +262,12 @@ def _breach_event(row: ClockRow, now: float) -> Event:
     return _event(EventType.FIRST_RESPONSE_BREACHED, row, data, now)
 
 
-def _event(kind: EventType, row: ClockRow, data: Any, at: float) -> Event:
-    return Event(
-        id=event_id(),
-        type=kind,
-        source=SOURCE,
-        time=_when(at),
-        subject=row.conversation_id,
-        data=data,
+def _event(kind: EventType, row: ClockRow, data: EventData, at: float) -> Event:
+    return Event.on_conversation(
+        kind,
         conversation_id=row.conversation_id,
         contact_id=row.contact_id,
+        data=data,
+        source=SOURCE,
+        at=at,
     )
