@@ -35,6 +35,7 @@ CURSOR = "first_response"
 BATCH = 200
 IDLE_CHECK = 30.0  # wake up at least this often (a clock set back, a due time recomputed)
 SOURCE = "/core"
+WAITING_EVERY = 5.0  # seconds of the daemon's clock between two counts of the waiting
 
 
 def policies(config: CoreConfig) -> dict[str, ChannelPolicy]:
@@ -67,6 +68,7 @@ class FirstResponseTracker:
         self._after = 0
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._waiting_at = float("-inf")
 
     @property
     def config(self) -> CoreConfig:
@@ -194,7 +196,11 @@ class FirstResponseTracker:
         (m.fr_within if row.within_target else m.fr_past).labels(row.channel).inc()
 
     async def _refresh_waiting(self) -> None:
+        """The waiting gauge, at most every few seconds: tick() runs at every commit."""
         now = self._clock()
+        if now - self._waiting_at < WAITING_EVERY:
+            return
+        self._waiting_at = now
         counts = await self._store.waiting_ages(now, AGE_BANDS)
         for channel in CHANNELS:
             for band in AGE_BANDS:
