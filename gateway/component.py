@@ -22,6 +22,7 @@ from gateway.times import rfc3339
 if TYPE_CHECKING:
     import structlog
 
+    from gateway.delivery.board import BackendHandle
     from gateway.ingest import Ingestor
     from gateway.replies import Replies
     from gateway.stream import StreamReader
@@ -82,6 +83,8 @@ class ComponentContext:
     create_task: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]]
     # Serve a path prefix on the daemon's HTTP listener (a webhook, a form) until stopped.
     add_route: Callable[[str, Callable[..., Awaitable[Any]]], None]
+    # A backend's engine, ticket map and durable values; None for a connector.
+    backend: BackendHandle | None = None
 
 
 @runtime_checkable

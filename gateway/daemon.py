@@ -22,6 +22,7 @@ from aiohttp import web
 from gateway import registry, reload
 from gateway.component import ComponentContext, ComponentState
 from gateway.config import Config, ConfigError, load_config
+from gateway.delivery.board import DeliveryBoard
 from gateway.erasure import expire_content, expire_raw_mail
 from gateway.first_response.tracker import FirstResponseTracker
 from gateway.ingest import Ingestor
@@ -118,6 +119,8 @@ class Daemon:
         self.ingestor = Ingestor(self.store, core, self.metrics, self._clock)
         self.replies = Replies(self.store, core, self._clock)
         self.reader = StreamReader(self.store, self.notifier)
+        self.board = DeliveryBoard(self.store, self.reader, self._clock)
+        self.board.configured = _backend_types(self.config)
         self.first_response = FirstResponseTracker(
             self.store, self.notifier, core, self.metrics, self._clock
         )
@@ -132,6 +135,7 @@ class Daemon:
             config=core,
             readiness=self.readiness,
             proxies=ProxyRules(core.http.trusted_proxies, core.http.public_url),
+            board=self.board,
         )
         if not core.http.tokens:
             log.info(
@@ -188,6 +192,11 @@ class Daemon:
             log=supervisor.log,
             create_task=supervisor.create_task,
             add_route=self.routes.adder(supervisor.spec.key),
+            backend=(
+                self.board.handle(supervisor.name, supervisor.spec.type)
+                if supervisor.spec.kind == "backend"
+                else None
+            ),
         )
 
     async def _start_component(self, spec: Any) -> None:
@@ -238,6 +247,7 @@ class Daemon:
         self.ingestor.config = core
         self.replies.config = core
         self.first_response.config = core
+        self.board.configured = _backend_types(new)
         for key in steps.stop:
             await self._stop_component(key)
         for spec in steps.start:
@@ -343,3 +353,7 @@ class Daemon:
             seconds=round(time.monotonic() - started, 3),
             head_offset=self.store.head_offset(),
         )
+
+
+def _backend_types(config: Config) -> dict[str, str]:
+    return {spec.name: spec.type for spec in config.components if spec.kind == "backend"}

@@ -23,7 +23,9 @@ CONNECTOR_TYPES: dict[str, str] = {
     "smtp_out": "connectors.mail.outbound:SmtpOutConnector",
     "imap": "connectors.mail.imap:ImapConnector",
 }
-BACKEND_TYPES: dict[str, str] = {}
+BACKEND_TYPES: dict[str, str] = {
+    "webhook": "gateway.backends.webhook:WebhookBackend",
+}
 
 
 class UnknownType(LookupError):

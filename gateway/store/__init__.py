@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from gateway.events import Event
+from gateway.store.delivery import DeliveryReads, DeliveryTx
 from gateway.store.records import (
     AutoAck,
     ClockRow,
@@ -79,7 +80,7 @@ class SchemaTooNew(StoreError):
     """The database was migrated by a newer helpline; running older code on it is refused."""
 
 
-class Tx(Protocol):
+class Tx(DeliveryTx, Protocol):
     """The write operations a unit of work may use, inside one grouped transaction."""
 
     async def get_idempotency(self, scope: str, key: str) -> IdempotencyRecord | None: ...
@@ -298,6 +299,11 @@ class Waiting:
 
 class Store(Protocol):
     """What the core needs of a store engine."""
+
+    @property
+    def delivery(self) -> DeliveryReads:
+        """Ticket backends' positions, ticket map and dead letters."""
+        ...
 
     async def write(self, unit: UnitOfWork[T]) -> T: ...
 

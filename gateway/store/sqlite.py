@@ -37,6 +37,7 @@ from gateway.store import (
 from gateway.store import sqlite_clocks as clocks
 from gateway.store.batching import Batcher
 from gateway.store.migrate import migrate_sqlite
+from gateway.store.sqlite_delivery import SqliteDeliveryReads
 from gateway.store.sqlite_mail import failing_mark
 from gateway.store.sqlite_tx import _CONVERSATION_COLUMNS, SqliteTx, conversation_from_row
 
@@ -115,6 +116,7 @@ class SqliteStore:
         self._closed = False
         self._writer: sqlite3.Connection
         self._reader: sqlite3.Connection
+        self.delivery: SqliteDeliveryReads
         self._checkpointer: sqlite3.Connection
         self._batcher: Batcher[SqliteTx]
         self._checkpoint_task: asyncio.Task[None] | None = None
@@ -127,6 +129,7 @@ class SqliteStore:
         migrate_sqlite(self._writer)
         self._reader = _connect(self.path, synchronous)
         self._reader.execute("PRAGMA query_only = 1")
+        self.delivery = SqliteDeliveryReads(self._reader)
         self._checkpointer = _connect(self.path, synchronous)
         self._head = self._read_head(self._writer)
         engine = _SqliteEngine(self._writer, self._commit_thread)

@@ -12,6 +12,7 @@ import sqlite3
 from gateway.events import Event
 from gateway.store import ConversationRow, Handle, IdempotencyRecord
 from gateway.store.sqlite_clocks import SqliteClocksTx
+from gateway.store.sqlite_delivery import SqliteDeliveryTx
 from gateway.store.sqlite_mail import SqliteMailTx
 
 _CONVERSATION_COLUMNS = (
@@ -38,7 +39,7 @@ def conversation_from_row(row: tuple[object, ...]) -> ConversationRow:
     )
 
 
-class SqliteTx(SqliteMailTx, SqliteClocksTx):
+class SqliteTx(SqliteMailTx, SqliteClocksTx, SqliteDeliveryTx):
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
 

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.web import api, dashboard, health, reports
+from gateway.web import api, backends, dashboard, health, reports
 from gateway.web.context import CONTEXT, WebContext
 from gateway.web.problems import problem_middleware
 
@@ -77,6 +77,7 @@ def build_app(ctx: WebContext, routes: ComponentRoutes) -> web.Application:
     api.add_routes(app)
     health.add_routes(app)
     reports.add_routes(app)
+    backends.add_routes(app)
     dashboard.add_routes(app)
     app.router.add_route("*", "/{tail:.*}", routes.dispatch)
 

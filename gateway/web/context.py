@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.config import CoreConfig
+from gateway.delivery.board import DeliveryBoard
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -30,6 +31,7 @@ class WebContext:
     config: CoreConfig  # replaced on reload
     readiness: Callable[[], tuple[bool, dict[str, Any]]]
     proxies: ProxyRules  # replaced on reload
+    board: DeliveryBoard
     shutting_down: bool = False
 
 

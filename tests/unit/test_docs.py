@@ -31,6 +31,7 @@ import gateway
 from gateway import events
 from gateway.config import CoreConfig, parse_config
 from gateway.daemon import Daemon
+from gateway.delivery.board import DeliveryBoard
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
@@ -130,17 +131,19 @@ async def client(tmp_path: Path) -> AsyncIterator[TestClient]:  # type: ignore[t
     core = CoreConfig()
     daemon = Daemon(parse_config(""), tmp_path / "state")  # only for its readiness body
     daemon.store = store
+    reader = StreamReader(store, notifier)
     ctx = WebContext(
         store=store,
         ingestor=Ingestor(store, core, metrics),
         replies=Replies(store, core),
-        reader=StreamReader(store, notifier),
+        reader=reader,
         notifier=notifier,
         metrics=metrics,
         tokens=TokenTable({"t": ("secret", False), "crm": ("trusted", True)}),
         config=core,
         readiness=daemon.readiness,
         proxies=ProxyRules([]),
+        board=DeliveryBoard(store, reader),
     )
     app = build_app(ctx, ComponentRoutes())
     async with TestClient(TestServer(app)) as test_client:

@@ -1,0 +1,1 @@
+"""One module per ticket backend; each imports the core (gateway.delivery), never the reverse."""

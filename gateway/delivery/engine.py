@@ -1,0 +1,503 @@
+"""The delivery engine: a backend's stream position, its lanes, retries and dead letters.
+
+Each conversation is a lane whose events go one after the other, in stream
+order; lanes go concurrently (up to `concurrency`), so one slow ticket does not
+hold up the rest. The durable position is a low-water mark plus the offsets
+above it already finished, so finishing out of order never skips an event. A
+failure is handled by its class (failures.py): temporary ones wait with capped,
+jittered backoff (a Retry-After holds the whole backend), a permanent one parks
+that event and its lane goes on. The sink only talks to its helpdesk; order,
+retries, positions and the record of what finished are all here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+import structlog
+
+from gateway.component import ComponentState
+from gateway.delivery.failures import (
+    AlreadyExists,
+    DeliveryFailure,
+    EndpointGone,
+    PermanentFailure,
+    TemporaryFailure,
+    Unauthorized,
+)
+from gateway.delivery.settings import DeliverySection
+from gateway.events import with_offset
+from gateway.store import Store, StoreError, Tx
+from gateway.store.delivery import DeadLetter, Position
+from gateway.stream import StreamReader
+
+BATCH = 200
+IDLE_WAIT = 5.0  # how often an idle engine looks for dead letters to replay
+POSITION_EVERY = 1.0  # an idle low-water mark is saved at most this often
+
+Commit = Callable[[Tx], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEvent:
+    """One event of the stream as a sink sees it: the CloudEvent parsed once."""
+
+    offset: int
+    id: str
+    type: str
+    source: str
+    time: float
+    conversation_id: str | None
+    contact_id: str | None
+    data: dict[str, Any]
+    body: bytes  # the CloudEvent as JSON, with its offset
+
+    @classmethod
+    def parse(cls, offset: int, stored: bytes) -> StreamEvent:
+        """From the envelope as the store holds it (without its offset)."""
+        body = with_offset(offset, stored)
+        event = orjson.loads(body)
+        data = event.get("data") or {}
+        subject = event.get("subject")
+        conversation = data.get("conversation_id") if isinstance(data, dict) else None
+        return cls(
+            offset=offset,
+            id=event["id"],
+            type=event["type"],
+            source=event.get("source", ""),
+            time=datetime.fromisoformat(event["time"]).timestamp(),
+            conversation_id=conversation or (subject if subject else None),
+            contact_id=data.get("contact_id") if isinstance(data, dict) else None,
+            data=data if isinstance(data, dict) else {},
+            body=body,
+        )
+
+    @property
+    def lane(self) -> str:
+        if self.conversation_id:
+            return self.conversation_id
+        return f"contact:{self.contact_id}" if self.contact_id else "-"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    number: int
+    # A previous attempt may have reached the backend (an ambiguous failure, or a crash
+    # after it was sent): look before creating again.
+    maybe_sent: bool
+
+
+class Sink(Protocol):
+    """What a backend gives the engine: which events it takes, and how one is delivered."""
+
+    def wants(self, event: StreamEvent) -> bool: ...
+
+    async def deliver(self, event: StreamEvent, attempt: Attempt) -> Commit | None:
+        """Deliver or raise a DeliveryFailure; the returned writes commit with the finish."""
+        ...
+
+
+@dataclass
+class DeliveryStats:
+    """The engine's live figures, for /readyz, /metrics and `helpline backends`."""
+
+    state: ComponentState = ComponentState.STARTING
+    last_error: str | None = None
+    low_water: int = 0
+    frontier: int = 0
+    queued: int = 0
+    in_flight: int = 0
+    delivered: int = 0
+    retries: int = 0
+    parked: int = 0
+    adopted: int = 0
+    oldest_pending_at: float | None = None
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class _Item:
+    event: StreamEvent
+    replay: bool = False
+
+
+class DeliveryEngine:
+    def __init__(
+        self,
+        name: str,
+        sink: Sink,
+        settings: DeliverySection,
+        store: Store,
+        stream: StreamReader,
+        *,
+        log: structlog.stdlib.BoundLogger | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = name
+        self.own_source = f"/backends/{name}"
+        self._sink = sink
+        self._settings = settings
+        self._store = store
+        self._stream = stream
+        self._log = log or structlog.get_logger("gateway.delivery").bind(backend=name)
+        self._clock = clock
+        self.stats = DeliveryStats()
+        self._lanes: dict[str, deque[_Item]] = {}
+        self._busy: set[str] = set()
+        self._ready: asyncio.Queue[str] = asyncio.Queue()
+        self._pending: set[int] = set()
+        self._heap: list[int] = []
+        self._times: dict[int, float] = {}
+        self._done_above: set[int] = set()
+        self._replaying: set[int] = set()
+        self._saved_low = 0
+        self._saved_at = 0.0
+        self._dispatched = 0
+        self._maybe_sent_upto = 0
+        self._not_before = 0.0  # a Retry-After holds every lane until then
+        self._failures = 0  # consecutive temporary failures, backend-wide
+        self._space = asyncio.Event()
+        self._poked = asyncio.Event()
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    # -- the position ------------------------------------------------------
+    async def _load(self) -> None:
+        position = await self._store.delivery.position(self.name)
+        if position is None:
+            start = self._settings.start
+            head = self._stream.head
+            low = head if start == "now" else 0 if start == "beginning" else min(int(start), head)
+            now = self._clock()
+
+            async def init(tx: Tx) -> None:
+                await tx.init_position(self.name, low, now)
+
+            await self._store.write(init)
+            position = Position(low, low, frozenset())
+            self._log.info("backend.position_created", start=str(start), low_water=low)
+        self._saved_low = position.low_water
+        self.stats.low_water = self.stats.frontier = position.low_water
+        self._frontier = position.low_water
+        self._done_above = set(position.done)
+        self._dispatched = position.dispatched
+        self._maybe_sent_upto = position.dispatched
+
+    def _low_water(self) -> int:
+        while self._heap and self._heap[0] not in self._pending:
+            heapq.heappop(self._heap)
+        return self._heap[0] - 1 if self._heap else self._frontier
+
+    # -- running -----------------------------------------------------------
+    async def run(self) -> None:
+        """Deliver until cancelled; the caller (the backend component) owns this task."""
+        await self._load()
+        self.stats.state = ComponentState.RUNNING
+        workers = [
+            asyncio.create_task(self._worker(), name=f"{self.name}-lane-{n}")
+            for n in range(self._settings.concurrency)
+        ]
+        try:
+            await self._dispatch()
+        finally:
+            for worker in workers:
+                worker.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+
+    def poke(self) -> None:
+        """Look for dead letters to replay now rather than at the next idle check."""
+        self._poked.set()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._poked.set()
+        self._space.set()
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking new events and give the ones being delivered `timeout` to finish."""
+        self._close()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), timeout)
+
+    async def _dispatch(self) -> None:
+        while not self._closing:
+            if len(self._pending) + len(self._replaying) >= self._settings.max_queued:
+                self._space.clear()
+                await self._space.wait()
+                continue
+            if self.stats.state is ComponentState.FAILED:
+                return
+            room = self._settings.max_queued - len(self._pending) - len(self._replaying)
+            batch = await self._stream.read(self._frontier, min(BATCH, room))
+            if not batch:
+                await self._save_idle_position()
+                await self._take_replays()
+                await self._wait_for_more()
+                continue
+            last = batch[-1][0]
+            if last > self._dispatched:
+                await self._write(self._dispatched_to(last))
+                self._dispatched = last
+            for offset, body in batch:
+                self._frontier = offset
+                if offset in self._done_above:
+                    self._done_above.discard(offset)
+                    continue
+                event = StreamEvent.parse(offset, body)
+                if event.source == self.own_source or not self._sink.wants(event):
+                    continue
+                self._pending.add(offset)
+                heapq.heappush(self._heap, offset)
+                self._times[offset] = event.time
+                self._enqueue(_Item(event))
+            self.stats.frontier = self._frontier
+
+    def _dispatched_to(self, offset: int) -> Callable[[Tx], Awaitable[None]]:
+        now = self._clock()
+
+        async def unit(tx: Tx) -> None:
+            await tx.set_dispatched(self.name, offset, now)
+
+        return unit
+
+    async def _wait_for_more(self) -> None:
+        poked = asyncio.ensure_future(self._poked.wait())
+        more = asyncio.ensure_future(self._stream.wait(self._frontier, IDLE_WAIT))
+        try:
+            await asyncio.wait({poked, more}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            poked.cancel()
+            more.cancel()
+        self._poked.clear()
+
+    async def _save_idle_position(self) -> None:
+        """Move the saved low-water mark over events this backend skipped."""
+        low = self._low_water()
+        self.stats.low_water = low
+        now = self._clock()
+        if low > self._saved_low and now - self._saved_at >= POSITION_EVERY:
+            await self._write(self._low_water_at(low, now))
+            self._saved_low, self._saved_at = low, now
+
+    def _low_water_at(self, low: int, now: float) -> Callable[[Tx], Awaitable[None]]:
+        async def unit(tx: Tx) -> None:
+            await tx.finish_event(self.name, low, low, now)
+
+        return unit
+
+    async def _take_replays(self) -> None:
+        letters = await self._store.delivery.replays_requested(self.name, BATCH)
+        for letter in letters:
+            if letter.offset in self._replaying:
+                continue
+            body = await self._store.delivery.event_at(letter.offset)
+            if body is None:  # the stream no longer holds it (erased): nothing to send
+                await self._write(self._unparked(letter.offset))
+                continue
+            self._replaying.add(letter.offset)
+            self._enqueue(_Item(StreamEvent.parse(letter.offset, body), replay=True))
+            self._log.info("backend.replaying", offset=letter.offset, event_id=letter.event_id)
+
+    def _unparked(self, offset: int) -> Callable[[Tx], Awaitable[None]]:
+        async def unit(tx: Tx) -> None:
+            await tx.unpark(self.name, offset)
+
+        return unit
+
+    def _enqueue(self, item: _Item) -> None:
+        lane = item.event.lane
+        queue = self._lanes.get(lane)
+        if queue is None:
+            queue = self._lanes[lane] = deque()
+        queue.append(item)
+        if len(queue) == 1 and lane not in self._busy:
+            self._ready.put_nowait(lane)
+        self._update_queue_stats()
+
+    async def _worker(self) -> None:
+        while True:
+            lane = await self._ready.get()
+            queue = self._lanes.get(lane)
+            if not queue:
+                continue
+            self._busy.add(lane)
+            self._idle.clear()
+            try:
+                await self._handle(queue[0])
+            finally:
+                queue.popleft()
+                self._busy.discard(lane)
+                if queue:
+                    self._ready.put_nowait(lane)
+                else:
+                    self._lanes.pop(lane, None)
+                if not self._busy:
+                    self._idle.set()
+                self._update_queue_stats()
+
+    def _update_queue_stats(self) -> None:
+        self.stats.queued = len(self._pending) + len(self._replaying)
+        self.stats.in_flight = len(self._busy)
+        first = self._low_water() + 1
+        self.stats.oldest_pending_at = self._times.get(first) if self._pending else None
+
+    # -- one event ---------------------------------------------------------
+    async def _handle(self, item: _Item) -> None:
+        event = item.event
+        maybe_sent = item.replay or event.offset <= self._maybe_sent_upto
+        number = 1
+        while not self._closing:  # closing: what is not finished stays for the next run
+            await self._hold()
+            try:
+                commit = await self._sink.deliver(event, Attempt(number, maybe_sent))
+            except EndpointGone as err:
+                self.stats.state = ComponentState.FAILED
+                self.stats.last_error = f"{err} (the endpoint is gone; delivery stopped)"
+                self._log.error("backend.endpoint_gone", error=str(err))
+                self._close()
+                return
+            except (TemporaryFailure, AlreadyExists) as err:
+                # AlreadyExists here means the sink could not resolve it: try again later.
+                maybe_sent = maybe_sent or getattr(err, "ambiguous", False)
+                await self._wait_after(event, err, number)
+                number += 1
+                continue
+            except PermanentFailure as err:
+                await self._park(item, err.status, str(err), number)
+                return
+            except DeliveryFailure as err:
+                await self._park(item, err.status, str(err), number)
+                return
+            except Exception as err:  # noqa: BLE001 - a sink's bug parks the event, not the lane
+                self._log.exception("backend.sink_error", offset=event.offset, event_id=event.id)
+                await self._park(item, None, f"internal error: {type(err).__name__}: {err}", number)
+                return
+            await self._finish(item, commit)
+            return
+
+    async def _hold(self) -> None:
+        wait = self._not_before - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+
+    async def _wait_after(self, event: StreamEvent, err: DeliveryFailure, number: int) -> None:
+        self._failures += 1
+        self.stats.retries += 1
+        self.stats.state = ComponentState.DEGRADED
+        self.stats.last_error = str(err)
+        settings = self._settings
+        steps = max(number, self._failures) - 1
+        delay = min(settings.retry_cap, settings.retry_base * 2 ** min(steps, 30))
+        delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
+        hint = getattr(err, "retry_after", None)
+        if hint is not None:
+            delay = max(delay, min(hint, settings.retry_cap * 4))
+            self._not_before = max(self._not_before, time.monotonic() + delay)
+        self._log.warning(
+            "backend.retry",
+            offset=event.offset,
+            event_id=event.id,
+            conversation_id=event.conversation_id,
+            attempt=number,
+            delay=round(delay, 2),
+            error=str(err),
+            unauthorized=isinstance(err, Unauthorized),
+        )
+        await asyncio.sleep(delay)
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+        if self.stats.state is ComponentState.DEGRADED:
+            self.stats.state = ComponentState.RUNNING
+            self.stats.last_error = None
+
+    async def _finish(self, item: _Item, commit: Commit | None) -> None:
+        event = item.event
+        self._succeeded()
+
+        async def unit(tx: Tx) -> None:
+            if commit is not None:
+                await commit(tx)
+            if item.replay:
+                await tx.unpark(self.name, event.offset)
+            else:
+                await self._mark_finished(tx, event.offset)
+
+        await self._write(unit)
+        self._release(item)
+        self.stats.delivered += 1
+
+    async def _park(self, item: _Item, status: int | None, error: str, attempts: int) -> None:
+        event = item.event
+        self._succeeded()  # the backend answered: it is up
+        letter = DeadLetter(
+            backend=self.name,
+            offset=event.offset,
+            event_id=event.id,
+            type=event.type,
+            conversation_id=event.conversation_id,
+            status=status,
+            error=error,
+            attempts=attempts,
+            parked_at=self._clock(),
+        )
+
+        async def unit(tx: Tx) -> None:
+            await tx.park(letter)
+            if not item.replay:
+                await self._mark_finished(tx, event.offset)
+
+        await self._write(unit)
+        self._release(item)
+        self.stats.parked += 1
+        self._log.error(
+            "backend.parked",
+            offset=event.offset,
+            event_id=event.id,
+            conversation_id=event.conversation_id,
+            status=status,
+            error=error,
+        )
+
+    async def _mark_finished(self, tx: Tx, offset: int) -> None:
+        """Inside the finishing transaction: what the low-water mark becomes without `offset`."""
+        rest = self._pending - {offset}
+        low = min(rest) - 1 if rest else self._frontier
+        await tx.finish_event(self.name, offset, low, self._clock())
+
+    def _release(self, item: _Item) -> None:
+        offset = item.event.offset
+        if item.replay:
+            self._replaying.discard(offset)
+        else:
+            self._pending.discard(offset)
+            self._times.pop(offset, None)
+            low = self._low_water()
+            self._saved_low = max(self._saved_low, low)
+            self.stats.low_water = low
+        if not self._space.is_set():
+            self._space.set()
+
+    async def _write(self, unit: Callable[[Tx], Awaitable[None]]) -> None:
+        """A write the engine cannot do without (what finished): retried until the store
+        takes it, since the delivery it records has already happened."""
+        delay = 0.05
+        while True:
+            try:
+                await self._store.write(unit)
+                return
+            except StoreError as err:
+                self._log.warning("backend.store_retry", error=str(err), delay=delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
