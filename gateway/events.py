@@ -121,6 +121,9 @@ class OutboundMessage(EventData):
     html: str | None = None
     internal: bool = False
     author: Author
+    attachments: list[AttachmentData] = Field(
+        default_factory=list, description="files the agent attached (fetch each by its id)"
+    )
     auto_ack: bool = Field(
         default=False,
         description="an automatic acknowledgement of a new conversation (author kind bot), "

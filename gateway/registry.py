@@ -25,6 +25,11 @@ CONNECTOR_TYPES: dict[str, str] = {
 }
 BACKEND_TYPES: dict[str, str] = {
     "webhook": "gateway.backends.webhook:WebhookBackend",
+    "rt": "gateway.backends.rt:RtBackend",
+    "zammad": "gateway.backends.zammad:ZammadBackend",
+    "zendesk": "gateway.backends.zendesk:ZendeskBackend",
+    "freshdesk": "gateway.backends.freshdesk:FreshdeskBackend",
+    "chatwoot": "gateway.backends.chatwoot:ChatwootBackend",
 }
 
 

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 
 import orjson
 
+from gateway.attachments import NewAttachment, store_attachments
 from gateway.config import CoreConfig
 from gateway.dedup import IdempotencyKey, recorded_answer, remember
 from gateway.errors import NotFound
@@ -35,6 +36,8 @@ class Reply:
     html: str | None = None
     internal: bool = False
     idempotency: IdempotencyKey | None = None
+    # Files the agent attached (a reply made in a helpdesk), stored like a message's.
+    attachments: tuple[NewAttachment, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,12 +200,17 @@ class Replies:
         row = await tx.get_conversation(reply.conversation_id)
         if row is None:
             raise NotFound(f"no conversation {reply.conversation_id!r}")
+        reply_id = event_id()
+        attachments = await store_attachments(
+            tx, reply_id, reply.attachments, self.config.ingest, now
+        )
         event = Event.on_conversation(
             EventType.MESSAGE_OUTBOUND,
             conversation_id=row.id,
             contact_id=row.contact_id,
             source=reply.source,
             at=now,
+            event_id=reply_id,
             data=OutboundMessage(
                 channel=row.channel,
                 conversation_id=row.id,
@@ -212,6 +220,7 @@ class Replies:
                 html=reply.html,
                 internal=reply.internal,
                 author=reply.author,
+                attachments=attachments,
             ),
         )
         offset = await tx.append(event)

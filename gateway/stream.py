@@ -62,6 +62,10 @@ class StreamReader:
             body for _, body in await self._store.conversation_events(conversation_id, 0, limit)
         ]
 
+    async def attachment(self, attachment_id: str) -> tuple[str, bytes] | None:
+        """An attachment's content type and bytes by its id (att_ + SHA-256), if stored."""
+        return await self._store.get_attachment(attachment_id.removeprefix("att_"))
+
     async def cursor(self, name: str) -> int | None:
         """A subscriber's durable position: the last offset it finished with."""
         return await self._store.get_cursor(name)

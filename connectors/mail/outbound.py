@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.message import EmailMessage
@@ -129,6 +130,7 @@ def compose(
     domain: str,
     token: str,
     ack_subject: str = DEFAULT_SUBJECT,
+    files: Sequence[tuple[str, str, bytes]] = (),
 ) -> EmailMessage:
     data = reply["data"]
     msg = EmailMessage()
@@ -152,6 +154,16 @@ def compose(
     msg.set_content(data["text"])
     if data.get("html"):
         msg.add_alternative(data["html"], subtype="html")
+    for filename, content_type, content in files:
+        maintype, _, subtype = content_type.partition("/")
+        if maintype == "text":  # set_content wants str for text parts
+            msg.add_attachment(
+                content.decode("utf-8", "replace"), subtype=subtype or "plain", filename=filename
+            )
+        else:
+            msg.add_attachment(
+                content, maintype=maintype, subtype=subtype or "octet-stream", filename=filename
+            )
     return msg
 
 
@@ -257,6 +269,11 @@ class SmtpOutConnector:
             self.failed += 1
             return
         token = ctx.ingest.config.conversations.ticket_token
+        files = []
+        for att in reply["data"].get("attachments") or []:
+            found = await ctx.stream.attachment(att["id"]) if att.get("id") else None
+            if found is not None:
+                files.append((att.get("filename") or "attachment", found[0], found[1]))
         msg = compose(
             reply,
             thread,
@@ -264,6 +281,7 @@ class SmtpOutConnector:
             domain=self._domain,
             token=token,
             ack_subject=self.config.auto_ack_subject,
+            files=files,
         )
         await ctx.replies.add_reference(
             conversation, "email", message_id_for(reply["id"], self._domain)

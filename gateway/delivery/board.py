@@ -16,6 +16,7 @@ from typing import Any
 import structlog
 
 from gateway.delivery.engine import DeliveryEngine, Sink, StreamEvent
+from gateway.delivery.items import Customer
 from gateway.delivery.settings import DeliverySection
 from gateway.errors import NotFound
 from gateway.store import Store, Tx
@@ -147,6 +148,20 @@ class BackendHandle:
     async def conversation_events(self, conversation_id: str) -> list[bytes]:
         return await self._board.stream.conversation(conversation_id)
 
+    async def customer(self, contact_id: str) -> Customer:
+        """The contact's handles as a ticket requester (the first email and phone it has)."""
+        contact = await self._board.store.get_contact(contact_id) if contact_id else None
+        if contact is None:
+            return Customer(contact_id=contact_id)
+        email = next((h.value for h in contact.handles if h.kind == "email"), None)
+        phone = next((h.value for h in contact.handles if h.kind == "phone"), None)
+        return Customer(contact_id=contact.id, email=email, phone=phone, name=contact.name)
+
+    async def conversation_of_ticket(self, ticket_id: str) -> str | None:
+        """The conversation a helpdesk's ticket stands for (an agent's reply came on it)."""
+        ref = await self.ref_by_remote("ticket", ticket_id)
+        return ref.local_id if ref is not None else None
+
 
 class DeliveryBoard:
     def __init__(
@@ -191,6 +206,7 @@ class DeliveryBoard:
             oldest = stats.oldest_pending_at
             if oldest is None and head > stats.frontier:
                 oldest = await self._event_time(stats.frontier + 1)
+            health = {"reachable": stats.reachable, "authenticated": stats.authenticated}
             return BackendView(
                 name=name,
                 type=type_name,
@@ -205,7 +221,7 @@ class DeliveryBoard:
                 retries=stats.retries,
                 dead_letters=letters,
                 low_water=stats.low_water,
-                extra=extra or {},
+                extra={**health, **(extra or {})},
             )
         position = await self.store.delivery.position(name)
         low = position.low_water if position else head

@@ -121,6 +121,8 @@ class DeliveryStats:
     retries: int = 0
     parked: int = 0
     adopted: int = 0
+    reachable: bool | None = None  # None: not tried yet
+    authenticated: bool | None = None
     oldest_pending_at: float | None = None
     counters: dict[str, int] = field(default_factory=dict)
 
@@ -394,6 +396,9 @@ class DeliveryEngine:
     async def _wait_after(self, event: StreamEvent, err: DeliveryFailure, number: int) -> None:
         self._failures += 1
         self.stats.retries += 1
+        self.stats.reachable = getattr(err, "reachable", True)
+        if isinstance(err, Unauthorized):
+            self.stats.authenticated = False
         self.stats.state = ComponentState.DEGRADED
         self.stats.last_error = str(err)
         settings = self._settings
@@ -418,6 +423,7 @@ class DeliveryEngine:
 
     def _succeeded(self) -> None:
         self._failures = 0
+        self.stats.reachable = self.stats.authenticated = True
         if self.stats.state is ComponentState.DEGRADED:
             self.stats.state = ComponentState.RUNNING
             self.stats.last_error = None

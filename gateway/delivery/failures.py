@@ -12,6 +12,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Mapping
+from typing import Any
 
 # Answers that mean "not now" (RFC 9110 408, 429; 5xx), where retrying helps.
 _TEMPORARY = {408, 425, 429}
@@ -22,9 +23,10 @@ _NOT_EXECUTED_5XX = {503}
 class DeliveryFailure(Exception):
     """Base of the failures a sink raises; `status` is the HTTP status when there was one."""
 
-    def __init__(self, message: str, *, status: int | None = None) -> None:
+    def __init__(self, message: str, *, status: int | None = None, body: Any = None) -> None:
         super().__init__(message)
         self.status = status
+        self.body = body  # the answer's parsed JSON (or text), for vendor-specific checks
 
 
 class TemporaryFailure(DeliveryFailure):
@@ -35,12 +37,15 @@ class TemporaryFailure(DeliveryFailure):
         message: str,
         *,
         status: int | None = None,
+        body: Any = None,
         retry_after: float | None = None,
         ambiguous: bool = False,
+        reachable: bool = True,
     ) -> None:
-        super().__init__(message, status=status)
+        super().__init__(message, status=status, body=body)
         self.retry_after = retry_after
         self.ambiguous = ambiguous
+        self.reachable = reachable  # False: no connection at all (refused, DNS, TLS)
 
 
 class Unauthorized(TemporaryFailure):
@@ -75,21 +80,24 @@ def retry_after(headers: Mapping[str, str], now: float | None = None) -> float |
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
-def classify(status: int, headers: Mapping[str, str], detail: str) -> DeliveryFailure | None:
+def classify(
+    status: int, headers: Mapping[str, str], detail: str, body: Any = None
+) -> DeliveryFailure | None:
     """The failure an HTTP answer means, or None for success (2xx)."""
     if 200 <= status < 300:
         return None
     message = f"HTTP {status}: {detail[:300]}" if detail else f"HTTP {status}"
     if status in (401, 403, 407):
-        return Unauthorized(message, status=status)
+        return Unauthorized(message, status=status, body=body)
     if status == 409:
-        return AlreadyExists(message, status=status)
+        return AlreadyExists(message, status=status, body=body)
     if status == 410:
-        return EndpointGone(message, status=status)
+        return EndpointGone(message, status=status, body=body)
     if status in _TEMPORARY or status >= 500:
         return TemporaryFailure(
             message,
             status=status,
+            body=body,
             retry_after=retry_after(headers),
             ambiguous=status >= 500 and status not in _NOT_EXECUTED_5XX,
         )
@@ -97,5 +105,7 @@ def classify(status: int, headers: Mapping[str, str], detail: str) -> DeliveryFa
         # Never followed (Standard Webhooks): a moved endpoint is a configuration to fix,
         # not a reason to drop events, so it waits like an outage.
         where = headers.get("Location", "")
-        return TemporaryFailure(f"{message} (redirect to {where!r} not followed)", status=status)
-    return PermanentFailure(message, status=status)
+        return TemporaryFailure(
+            f"{message} (redirect to {where!r} not followed)", status=status, body=body
+        )
+    return PermanentFailure(message, status=status, body=body)

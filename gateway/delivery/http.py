@@ -1,0 +1,101 @@
+"""A JSON-over-HTTP client for helpdesk APIs that speaks in delivery failures.
+
+Every backend needs the same translation: a connection that never opened is
+a plain temporary failure (nothing was sent), a timeout or a reset after the
+request left is ambiguous (it may have been carried out), and an answer's
+status maps through `classify`. Backends then only decide what is vendor
+specific (a 422 that means "already exists").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.delivery.failures import TemporaryFailure, classify
+
+USER_AGENT = "helpline/1 (+https://github.com/helpline)"  # never a browser's (RT answers 302)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    headers: Mapping[str, str]
+    body: Any  # parsed JSON, or the text when it is not JSON, or None when empty
+
+
+class JsonClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        headers: Mapping[str, str],
+        timeout: float,
+        auth: aiohttp.BasicAuth | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = aiohttp.ClientSession(
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json", **headers},
+            timeout=aiohttp.ClientTimeout(total=timeout),
+            auth=auth,
+        )
+
+    async def close(self) -> None:
+        await self._session.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        data: Any = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        allow: Iterable[int] = (),
+    ) -> Answer:
+        """The answer, or a DeliveryFailure; statuses in `allow` are answered, not raised."""
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
+        sent_headers = dict(headers or {})
+        body: bytes | Any = data
+        if json is not None:
+            body = orjson.dumps(json)
+            sent_headers.setdefault("Content-Type", "application/json")
+        try:
+            async with self._session.request(
+                method,
+                url,
+                data=body,
+                params=params,
+                headers=sent_headers,
+                allow_redirects=False,
+            ) as response:
+                raw = await response.read()
+                status, answer_headers = response.status, response.headers
+        except aiohttp.ClientConnectorError as err:
+            raise TemporaryFailure(f"cannot connect to {url}: {err}", reachable=False) from err
+        except (TimeoutError, aiohttp.ClientError) as err:
+            raise TemporaryFailure(
+                f"{method} {url}: no answer ({type(err).__name__} {err})".strip(), ambiguous=True
+            ) from err
+        parsed = _parse(raw)
+        if status in set(allow):
+            return Answer(status, answer_headers, parsed)
+        detail = raw[:300].decode("utf-8", "replace") if status >= 300 else ""
+        failure = classify(status, answer_headers, f"{method} {path}: {detail}", parsed)
+        if failure is not None:
+            raise failure
+        return Answer(status, answer_headers, parsed)
+
+
+def _parse(raw: bytes) -> Any:
+    if not raw.strip():
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw.decode("utf-8", "replace")

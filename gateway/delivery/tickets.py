@@ -1,0 +1,150 @@
+"""One ticket per conversation, whatever happens to the requests that create it.
+
+The create-once protocol (reference/backends.md §2.1), written once for every
+helpdesk: before the first create of a conversation a `pending` row is
+committed (the lock that survives restarts); a pending row found again means a
+create may have happened, so the helpdesk is searched before creating anew; an
+"already exists" answer is looked up and adopted; the ticket id is stored in
+the same transaction that marks the event finished. Follow-ups use the
+helpdesk's per-event marker after an ambiguous attempt, so a retry does not
+post a comment twice. A helpdesk module only says how to find, create, add and
+change a ticket (`TicketApi`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Protocol
+
+import structlog
+
+from gateway.delivery.board import BackendHandle
+from gateway.delivery.engine import Attempt, Commit, StreamEvent
+from gateway.delivery.failures import AlreadyExists, TemporaryFailure
+from gateway.delivery.items import Customer, Item, ItemKind, item_of
+from gateway.store.delivery import Ref
+
+
+class TicketApi(Protocol):
+    """What a helpdesk module implements; each call raises DeliveryFailures."""
+
+    async def find_tickets(self, item: Item) -> list[str]:
+        """The tickets carrying this item's conversation id, oldest first."""
+        ...
+
+    async def create_ticket(self, item: Item, customer: Customer) -> str:
+        """A new ticket whose first message is `item`; its id."""
+        ...
+
+    async def add(self, ticket_id: str, item: Item, customer: Customer) -> None:
+        """Append a customer message, an agent reply or an internal note."""
+        ...
+
+    async def already_added(self, ticket_id: str, item: Item) -> bool:
+        """Whether the ticket holds this item already (by its helpline event id)."""
+        ...
+
+    async def set_status(self, ticket_id: str, status: str) -> None:
+        """Follow a conversation resolved ("resolved") or reopened ("open")."""
+        ...
+
+
+class TicketSink:
+    """A Sink (engine.py) over a TicketApi: the engine calls `wants` and `deliver`."""
+
+    def __init__(
+        self, api: TicketApi, handle: BackendHandle, log: structlog.stdlib.BoundLogger
+    ) -> None:
+        self._api = api
+        self._handle = handle
+        self._log = log
+        self._tickets: dict[str, Ref] = {}
+        self.duplicates = 0  # conversations found with several tickets (made outside helpline)
+        self.adopted = 0  # creates resolved by a lookup
+
+    def wants(self, event: StreamEvent) -> bool:
+        return item_of(event) is not None
+
+    async def ticket_of(self, conversation_id: str) -> Ref | None:
+        ref = self._tickets.get(conversation_id)
+        if ref is None:
+            ref = await self._handle.ref("ticket", conversation_id)
+            if ref is not None and ref.state == "created":
+                self._tickets[conversation_id] = ref
+        return ref
+
+    async def deliver(self, event: StreamEvent, attempt: Attempt) -> Commit | None:
+        item = item_of(event)
+        if item is None:
+            return None
+        ref = await self.ticket_of(item.conversation_id)
+        if ref is not None and ref.state == "created" and ref.remote_id is not None:
+            return await self._add(ref.remote_id, item, attempt)
+        if item.kind is ItemKind.STATUS and ref is None:
+            return None  # no ticket to resolve or reopen
+        customer = await self._customer(item, event)
+        fresh = ref is None
+        if ref is None:
+            ref = Ref("ticket", item.conversation_id, None, "pending", item.event_id)
+            await self._handle.put_ref(ref)  # the lock, durable before anything is sent
+        if not fresh:
+            found = await self._lookup(item)
+            if found is not None:
+                commit = self._created(item.conversation_id, found, ref.event_id)
+                if ref.event_id == item.event_id:
+                    return commit  # this very event's create went through
+                await self._add(found, item, attempt)
+                return commit
+        try:
+            ticket = await self._api.create_ticket(item, customer)
+        except AlreadyExists:
+            found = await self._lookup(item)
+            if found is None:
+                raise TemporaryFailure(
+                    "the helpdesk says the ticket exists, but no lookup finds it yet"
+                ) from None
+            ticket = found
+        return self._created(item.conversation_id, ticket, item.event_id)
+
+    async def _lookup(self, item: Item) -> str | None:
+        found = await self._api.find_tickets(item)
+        if not found:
+            return None
+        self.adopted += 1
+        if len(found) > 1:
+            self.duplicates += 1
+            self._log.warning(
+                "backend.several_tickets",
+                conversation_id=item.conversation_id,
+                tickets=found,
+                adopted=found[0],
+                hint="the others were not made by this helpline; merge or close them by hand",
+            )
+        else:
+            self._log.info(
+                "backend.ticket_adopted", conversation_id=item.conversation_id, ticket=found[0]
+            )
+        return found[0]
+
+    def _created(self, conversation_id: str, ticket: str, event_id: str | None) -> Commit:
+        ref = Ref("ticket", conversation_id, ticket, "created", event_id)
+        self._tickets[conversation_id] = ref
+        return self._handle.ref_commit(ref)
+
+    async def _add(self, ticket: str, item: Item, attempt: Attempt) -> Commit | None:
+        if item.kind is ItemKind.STATUS:
+            if item.status:
+                await self._api.set_status(ticket, item.status)
+            return None
+        if attempt.maybe_sent and await self._api.already_added(ticket, item):
+            return None
+        customer = item.customer or Customer(contact_id="")
+        with contextlib.suppress(AlreadyExists):  # the helpdesk holds it already: finished
+            await self._api.add(ticket, item, customer)
+        return None
+
+    async def _customer(self, item: Item, event: StreamEvent) -> Customer:
+        if item.customer is not None:
+            return item.customer
+        contact_id = event.contact_id or ""
+        return await self._handle.customer(contact_id)
