@@ -2,14 +2,17 @@
 
 A vendor's test module subclasses `BackendContract` and provides a `driver`
 fixture (a `Driver`): how to configure the backend against its fake (or real)
-server, and how to read that server's state. Everything is checked at the
-receiving server, never at the sender: one ticket per conversation, messages
-in order, and an agent's answer reaching the customer's mailbox.
+server, and how to read that server's state. It also imports the `relay`
+fixture (`from tests.integration.test_outbound import relay`, noqa F401).
+Everything is checked at the receiving server, never at the sender: one
+ticket per conversation, messages in order, and an agent's answer reaching the
+customer's mailbox.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import sqlite3
 import time
@@ -43,7 +46,8 @@ class Driver(Protocol):
 
     def section(self) -> str:
         """The keys of `[backends.desk]` (after the header) pointing at the server; fast
-        retries (retry_base around 50ms, retry_cap around 1s) keep the suite quick."""
+        retries (retry_base = "50ms", retry_cap = "1s") keep the suite quick, and
+        timeout = "5s" outlasts the 3 s held answer of the SIGKILL test."""
         ...
 
     def arm(self, fault: Fault, on: Literal["create", "add"], times: int = 1) -> None:
@@ -259,8 +263,8 @@ class BackendContract:
                 "Content-Type": "application/json",
             },
         )
-        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
-            conversation = __import__("json").loads(answer.read())["conversation_id"]
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            conversation = json.loads(answer.read())["conversation_id"]
         deadline = time.monotonic() + 10
         while not driver.tickets(conversation):  # the helpdesk has it; helpline waits
             assert time.monotonic() < deadline, "the create never reached the server"
