@@ -272,13 +272,15 @@ class BackendContract:
         proc.signal(signal.SIGKILL)
         proc.wait(10)
         with sqlite3.connect(proc.state_dir / "helpline.db") as db:
-            states = db.execute("SELECT state FROM backend_refs").fetchall()
+            states = db.execute("SELECT state FROM backend_refs WHERE kind = 'ticket'").fetchall()
         assert states == [("pending",)], "the map was stored before the answer came"
         proc.start()
         deadline = time.monotonic() + 15
         while True:
             with sqlite3.connect(proc.state_dir / "helpline.db") as db:
-                row = db.execute("SELECT state, remote_id FROM backend_refs").fetchone()
+                row = db.execute(
+                    "SELECT state, remote_id FROM backend_refs WHERE kind = 'ticket'"
+                ).fetchone()
             if row[0] == "created":
                 break
             assert time.monotonic() < deadline, "the pending create was never resolved"

@@ -9,6 +9,7 @@ specific (a 422 that means "already exists").
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.delivery.failures import TemporaryFailure, classify
+from gateway.delivery.failures import PermanentFailure, TemporaryFailure, classify
 
 USER_AGENT = "helpline/1 (+https://github.com/helpline)"  # never a browser's (RT answers 302)
 
@@ -35,13 +36,15 @@ class JsonClient:
         *,
         headers: Mapping[str, str],
         timeout: float,
-        auth: aiohttp.BasicAuth | None = None,
+        basic: tuple[str, str] | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        sent = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
+        if basic is not None:
+            pair = f"{basic[0]}:{basic[1]}".encode()
+            sent["Authorization"] = "Basic " + base64.b64encode(pair).decode()
         self._session = aiohttp.ClientSession(
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json", **headers},
-            timeout=aiohttp.ClientTimeout(total=timeout),
-            auth=auth,
+            headers=sent, timeout=aiohttp.ClientTimeout(total=timeout)
         )
 
     async def close(self) -> None:
@@ -90,6 +93,34 @@ class JsonClient:
         if failure is not None:
             raise failure
         return Answer(status, answer_headers, parsed)
+
+    async def download(self, url: str, *, limit: int) -> bytes:
+        """A file's bytes (an attachment's URL); the API's credentials go only to the
+        API's own origin."""
+        same_origin = url.startswith(self.base_url + "/")
+        session = (
+            self._session
+            if same_origin
+            else aiohttp.ClientSession(
+                timeout=self._session.timeout, headers={"User-Agent": USER_AGENT}
+            )
+        )
+        try:
+            async with session.get(url) as response:
+                failure = classify(response.status, response.headers, f"GET {url}")
+                if failure is not None:
+                    raise failure
+                data = await response.content.read(limit + 1)
+        except aiohttp.ClientConnectorError as err:
+            raise TemporaryFailure(f"cannot connect to {url}: {err}", reachable=False) from err
+        except (TimeoutError, aiohttp.ClientError) as err:
+            raise TemporaryFailure(f"GET {url}: {type(err).__name__} {err}") from err
+        finally:
+            if not same_origin:
+                await session.close()
+        if len(data) > limit:
+            raise PermanentFailure(f"{url}: the file is larger than {limit} bytes")
+        return data
 
 
 def _parse(raw: bytes) -> Any:
