@@ -37,12 +37,15 @@ class JsonClient:
         headers: Mapping[str, str],
         timeout: float,
         basic: tuple[str, str] | None = None,
+        auth: aiohttp.BasicAuth | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         sent = {"User-Agent": USER_AGENT, "Accept": "application/json", **headers}
         if basic is not None:
             pair = f"{basic[0]}:{basic[1]}".encode()
             sent["Authorization"] = "Basic " + base64.b64encode(pair).decode()
+        elif auth is not None:
+            sent["Authorization"] = auth.encode()
         self._session = aiohttp.ClientSession(
             headers=sent, timeout=aiohttp.ClientTimeout(total=timeout)
         )

@@ -124,16 +124,9 @@ async def test_a_refused_event_is_parked_and_its_conversation_goes_on(
     assert status == 202 and body == {"replaying": 1}
     await until(lambda: len(consumer.received) == 2)
     assert consumer.received[1].event["id"] == first["event_id"]
-    await until(lambda: _no_letters(live))
+    await until(lambda: _letters(live) == 0)
     _, listed, _ = await live.get("/v1/backends/hook/dead-letters")
     assert listed["dead_letters"] == []
-
-
-def _no_letters(live: LiveDaemon) -> bool:
-    import sqlite3
-
-    with sqlite3.connect(live.daemon.store.path) as db:
-        return db.execute("SELECT count(*) FROM dead_letters").fetchone()[0] == 0
 
 
 async def test_order_is_kept_per_conversation_under_concurrent_delivery(
@@ -219,3 +212,49 @@ async def test_a_gone_endpoint_stops_delivery_and_a_dead_one_shows_lag(
     _, view, _ = await live.get("/v1/backends/hook")
     assert view["lag_events"] >= 2 and view["lag_seconds"] >= 0
     assert len(consumer.recorded("POST")) == 1
+
+
+async def test_the_commands_show_lag_and_work_the_dead_letters(
+    make_daemon: Any, consumer: WebhookConsumer
+) -> None:
+    from tests.conftest import TOKENS
+    from tests.integration.test_first_response_report import helpline
+
+    live: LiveDaemon = await make_daemon(backend(consumer.url, types='["helpline.message.*"]'))
+    consumer.arm(Status(422, {"error": "unprocessable: no such customer"}))
+    _, refused, _ = await live.post("/v1/messages", message(1))
+    await until(lambda: _letters(live) == 1)
+    target = ["--url", live.url, "--token", TOKENS["main"]]
+
+    code, out, err = await helpline("backends", *target)
+    assert code == 0, err
+    header, row = out.splitlines()[:2]
+    assert header.split()[:3] == ["backend", "type", "state"]
+    assert row.split()[:3] == ["hook", "webhook", "running"] and row.split()[-1] == "1"
+
+    code, out, err = await helpline("dead-letters", "list", *target)
+    assert code == 0, err
+    assert "helpline.message.inbound.v1" in out and "no such customer" in out
+    offset = str((await live.stream())[-1]["offset"])
+    code, out, err = await helpline("dead-letters", "show", "hook", offset, *target)
+    assert code == 0, err
+    assert orjson.loads(out)["event"]["id"] == refused["event_id"]
+
+    code, out, err = await helpline("dead-letters", "replay", "hook", offset, *target)
+    assert code == 0 and "1 dead letter(s) of hook will be delivered again" in out, err
+    await until(lambda: _letters(live) == 0)
+    assert refused["event_id"] in consumer.ids()
+
+    code, _, err = await helpline("dead-letters", "show", "hook", offset, *target)
+    assert code == 1 and "no dead letter at offset" in err
+    code, _, err = await helpline("dead-letters", "drop", "nosuch", "1", *target)
+    assert code == 1 and "no backend 'nosuch'" in err
+    code, _, err = await helpline("dead-letters", "replay", *target)
+    assert code == 2 and "needs the backend's name" in err
+
+
+def _letters(live: LiveDaemon) -> int:
+    import sqlite3
+
+    with sqlite3.connect(live.daemon.store.path) as db:
+        return int(db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
