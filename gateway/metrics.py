@@ -6,6 +6,8 @@ several daemons in one process and each /metrics shows only its own.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -134,6 +136,42 @@ class Metrics:
             ["channel", "age"],
             registry=r,
         )
+        self.backend_lag_events = Gauge(
+            "helpline_backend_lag_events",
+            "Events of the stream a backend has not finished delivering",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_lag_seconds = Gauge(
+            "helpline_backend_lag_seconds",
+            "Age of the oldest event a backend has not finished delivering",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_in_flight = Gauge(
+            "helpline_backend_in_flight",
+            "Conversations a backend is delivering now",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_dead_letters = Gauge(
+            "helpline_backend_dead_letters",
+            "Events a backend refused for good, waiting for an operator",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_reachable = Gauge(
+            "helpline_backend_reachable",
+            "1 when the backend answered its last request, 0 when it could not be reached",
+            ["backend"],
+            registry=r,
+        )
+        self.backend_authenticated = Gauge(
+            "helpline_backend_authenticated",
+            "0 when the backend refused helpline's credentials at the last request",
+            ["backend"],
+            registry=r,
+        )
         for channel in CHANNELS:  # every series exists from the start, at zero
             self.ingested.labels(channel)
             self.duplicates.labels(channel)
@@ -141,6 +179,18 @@ class Metrics:
             self.fr_within.labels(channel)
             self.fr_past.labels(channel)
             self.fr_breaches.labels(channel)
+
+    def observe_backend(self, view: dict[str, Any]) -> None:
+        """One backend's figures, from `GET /v1/backends` (board.BackendView.as_json)."""
+        name = view["name"]
+        self.backend_lag_events.labels(name).set(view["lag_events"])
+        self.backend_lag_seconds.labels(name).set(view["lag_seconds"])
+        self.backend_in_flight.labels(name).set(view["in_flight"])
+        self.backend_dead_letters.labels(name).set(view["dead_letters"])
+        if view.get("reachable") is not None:
+            self.backend_reachable.labels(name).set(1 if view["reachable"] else 0)
+        if view.get("authenticated") is not None:
+            self.backend_authenticated.labels(name).set(1 if view["authenticated"] else 0)
 
     def observe_commit(self, seconds: float, size: int) -> None:
         self.commit_seconds.observe(seconds)

@@ -148,7 +148,9 @@ class WebhookBackend:
                 detail = (await answer.text(errors="replace"))[:300] if answer.status >= 300 else ""
                 failure = classify(answer.status, answer.headers, detail)
         except aiohttp.ClientConnectorError as err:
-            raise TemporaryFailure(f"cannot connect to {self.config.url}: {err}") from err
+            raise TemporaryFailure(
+                f"cannot connect to {self.config.url}: {err}", reachable=False
+            ) from err
         except (TimeoutError, aiohttp.ClientError) as err:
             # The consumer may have taken it: it de-duplicates on webhook-id.
             raise TemporaryFailure(

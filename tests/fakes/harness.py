@@ -95,7 +95,7 @@ class Recorded:
 class FakeService:
     """Subclass and add the vendor's routes in `routes`; `start()` serves, `stop()` ends."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, port: int = 0) -> None:
         self.clock = clock
         self.lock = threading.RLock()
         self.requests: list[Recorded] = []
@@ -104,7 +104,7 @@ class FakeService:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._stopping: asyncio.Event | None = None
-        self.port = 0
+        self.port = port  # 0: any free one; a fixed one lets a test start it late
 
     # -- to override -------------------------------------------------------
     def routes(self, app: web.Application) -> None:
@@ -145,7 +145,7 @@ class FakeService:
             app, access_log=None, handle_signals=False, shutdown_timeout=0.5
         )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", self.port)
         await site.start()
         self.port = int(self._runner.addresses[0][1])
         self._stopping = asyncio.Event()

@@ -38,8 +38,8 @@ class Received:
 
 
 class WebhookConsumer(FakeService):
-    def __init__(self, secret: str = SECRET, *, jitter: float = 0.0) -> None:
-        super().__init__()
+    def __init__(self, secret: str = SECRET, *, jitter: float = 0.0, port: int = 0) -> None:
+        super().__init__(port=port)
         self.secret = secret
         self.jitter = jitter  # up to this many seconds of random delay per request
         self.received: list[Received] = []

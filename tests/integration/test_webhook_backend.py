@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import defaultdict
 from typing import Any
@@ -91,6 +92,7 @@ async def test_throttled_and_failing_answers_are_retried_with_the_same_id(
     ids = {t.headers["webhook-id"] for t in tries}
     assert ids == {consumer.received[0].webhook_id}
     assert tries[1].at - tries[0].at >= 0.95, "a request was sent within Retry-After"
+    await until(lambda: live.daemon.board.engine("hook").stats.delivered == 1)  # committed
     _, view, _ = await live.get("/v1/backends/hook")
     assert view["retries"] == 2 and view["delivered"] == 1 and view["state"] == "running"
 
@@ -115,6 +117,7 @@ async def test_a_refused_event_is_parked_and_its_conversation_goes_on(
     assert "schema" in letter["error"]
     _, shown, _ = await live.get(f"/v1/backends/hook/dead-letters/{letter['offset']}")
     assert shown["event"]["id"] == first["event_id"]
+    await until(lambda: live.daemon.board.engine("hook").stats.queued == 0)  # committed
     _, view, _ = await live.get("/v1/backends/hook")
     assert view["dead_letters"] == 1 and view["lag_events"] == 0
 
@@ -258,3 +261,40 @@ def _letters(live: LiveDaemon) -> int:
 
     with sqlite3.connect(live.daemon.store.path) as db:
         return int(db.execute("SELECT count(*) FROM dead_letters").fetchone()[0])
+
+
+async def test_a_backend_down_holds_its_backlog_visibly_and_drains_when_back(
+    make_daemon: Any,
+) -> None:
+    from tests.conftest import free_port
+
+    consumer = WebhookConsumer(port=free_port())  # not listening yet: connections refused
+    url = f"http://127.0.0.1:{consumer.port}"
+    live: LiveDaemon = await make_daemon(backend(url, types='["helpline.message.inbound.v1"]'))
+    for n in range(5):
+        status, _, _ = await live.post("/v1/messages", message(n))
+        assert status == 201  # intake never waits for a backend
+
+    async def view() -> dict[str, Any]:
+        return dict((await live.get("/v1/backends/hook"))[1])
+
+    deadline = time.monotonic() + 10
+    while (seen := await view())["state"] != "degraded" or seen["lag_events"] < 5:
+        assert time.monotonic() < deadline, seen
+        await asyncio.sleep(0.05)
+    assert seen["reachable"] is False and "cannot connect" in seen["last_error"]
+    _, ready, _ = await live.get("/readyz", token=None)
+    assert ready["status"] == "degraded"
+    async with live.http.get(live.url + "/metrics") as resp:
+        metrics = await resp.text()
+    assert 'helpline_backend_reachable{backend="hook"} 0.0' in metrics
+    lag = [line for line in metrics.splitlines() if line.startswith("helpline_backend_lag_events")]
+    assert lag and float(lag[0].split()[-1]) >= 5
+
+    with consumer:
+        await until(lambda: len(consumer.received) == 5, timeout=15)
+        deadline = time.monotonic() + 10
+        while (seen := await view())["lag_events"] or seen["state"] != "running":
+            assert time.monotonic() < deadline, seen
+            await asyncio.sleep(0.05)
+    assert seen["dead_letters"] == 0 and seen["reachable"] is True
