@@ -17,6 +17,7 @@ from gateway.config import CHANNELS
 from gateway.contact_graph import UNVERIFIED, Evidence, split_contact
 from gateway.conversations import ThreadRef, Transition, reopen, resolve
 from gateway.dedup import IdempotencyKey, digest_of
+from gateway.delivery.board import letter_json
 from gateway.erasure import erase_contact
 from gateway.errors import InvalidInput, NotFound
 from gateway.events import Author, with_offset
@@ -203,8 +204,10 @@ async def get_conversation(request: web.Request) -> web.Response:
     events = b",".join(with_offset(seq, env) for seq, env in rows)
     head = orjson.dumps(row.as_json())
     next_after = str(rows[-1][0] if len(rows) == limit else "null").encode()
+    parked = await ctx.board.dead_letters(None, conversation_id)
     body = b'{"conversation":' + head + b',"events":[' + events + b'],"next_after":'
-    return web.Response(body=body + next_after + b"}", content_type="application/json")
+    tail = b',"dead_letters":' + orjson.dumps([letter_json(p) for p in parked]) + b"}"
+    return web.Response(body=body + next_after + tail, content_type="application/json")
 
 
 async def post_reply(request: web.Request) -> web.Response:

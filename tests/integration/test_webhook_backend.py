@@ -117,6 +117,8 @@ async def test_a_refused_event_is_parked_and_its_conversation_goes_on(
     assert "schema" in letter["error"]
     _, shown, _ = await live.get(f"/v1/backends/hook/dead-letters/{letter['offset']}")
     assert shown["event"]["id"] == first["event_id"]
+    _, detail, _ = await live.get(f"/v1/conversations/{first['conversation_id']}")
+    assert [d["offset"] for d in detail["dead_letters"]] == [letter["offset"]]
     await until(lambda: live.daemon.board.engine("hook").stats.queued == 0)  # committed
     _, view, _ = await live.get("/v1/backends/hook")
     assert view["dead_letters"] == 1 and view["lag_events"] == 0
@@ -130,6 +132,8 @@ async def test_a_refused_event_is_parked_and_its_conversation_goes_on(
     await until(lambda: _letters(live) == 0)
     _, listed, _ = await live.get("/v1/backends/hook/dead-letters")
     assert listed["dead_letters"] == []
+    _, detail, _ = await live.get(f"/v1/conversations/{first['conversation_id']}")
+    assert detail["dead_letters"] == []
 
 
 async def test_order_is_kept_per_conversation_under_concurrent_delivery(
