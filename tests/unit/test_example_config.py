@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import BaseModel
 
@@ -68,6 +70,53 @@ def test_the_commented_connector_examples_are_valid(monkeypatch: pytest.MonkeyPa
         config = parse_config("\n".join(block) + "\n")
         (spec,) = config.components
         assert spec.type in ("smtp", "lmtp", "imap", "smtp_out")
+
+
+def _commented_blocks(prefix: str) -> list[list[str]]:
+    blocks: list[list[str]] = []
+    for line in EXAMPLE.read_text().splitlines():
+        if line.startswith(f"# [{prefix}."):
+            blocks.append([line[2:]])
+        elif blocks and blocks[-1] and line.startswith("# ") and not line.startswith("# # "):
+            blocks[-1].append(line[2:])
+        elif blocks and not line.startswith("# # "):
+            blocks.append([])
+    return [b for b in blocks if b]
+
+
+def test_the_commented_backend_examples_are_valid_and_complete(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Uncommented, each documented [backends.X] example is a valid section of its type,
+    and names every key its type has."""
+    from gateway import registry
+    from gateway.config import parse_config
+
+    secrets = tmp_path / "creds"
+    secrets.mkdir()
+    for name in ("webhook-secret", "zendesk-token", "zendesk-webhook-secret"):
+        value = "whsec_" + "A" * 44 if name == "webhook-secret" else "s3cret"
+        (secrets / name).write_text(value)
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(secrets))
+    examples = _commented_blocks("backends")
+    assert {b[0] for b in examples} >= {"[backends.warehouse]", "[backends.zendesk]"}
+    for block in examples:
+        config = parse_config("\n".join(block) + "\n")
+        (spec,) = config.components
+        documented = {line.split("=")[0].strip() for line in block[1:] if "=" in line}
+        model = registry.resolve("backend", spec.type).config_model
+        missing = (
+            set(model.model_fields)
+            - documented
+            - {"start", "concurrency"}
+            - {
+                "max_queued",
+                "retry_base",
+                "timeout",
+                "retry_cap",
+            }
+        )
+        assert not missing, f"{block[0]} does not show {sorted(missing)}"
 
 
 def test_the_commented_calendar_example_is_valid() -> None:
