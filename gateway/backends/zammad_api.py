@@ -289,10 +289,15 @@ class ZammadApi:
         try:
             answer = await self.http.request("POST", "/users", json=body)
         except PermanentFailure as err:
-            # made meanwhile by a `guess:` or another lane: the address is taken, find it
-            found = await self._find_user(customer.email) if customer.email else None
-            if found is None or err.status != 422:
+            if err.status != 422 or not customer.email:
                 raise
+            # made meanwhile by a `guess:` or another lane: the address is taken, find it
+            found = await self._find_user(customer.email)
+            if found is None:  # an address Zammad refuses: the user goes without it
+                name = customer.name or customer.email
+                return await self._new_user(
+                    Customer(customer.contact_id, None, customer.phone, name)
+                )
             await self._remember(customer.contact_id, found)
             return found
         if not isinstance(answer.body, dict) or "id" not in answer.body:
