@@ -138,6 +138,15 @@ class ChatwootBackend(HelpdeskBackend):
         lock = "on" if inbox.get("lock_to_single_conversation") else "off"
         hook = inbox.get("webhook_url") or "none"
         user = api.api_user_id if api.api_user_id is not None else "unknown (marker only)"
+        automatic = [k for k in ("greeting_enabled", "csat_survey_enabled") if inbox.get(k)]
+        if automatic:
+            # Chatwoot's own automatic messages are templates: helpline never delivers them.
+            self.ctx.log.warning(
+                "backend.inbox_automatic_messages",
+                inbox=self.config.inbox_id,
+                enabled=automatic,
+                hint="the customer never sees these through helpline; turn them off",
+            )
         if self.config.replies and hook == "none":
             self.ctx.log.warning(
                 "backend.no_webhook_url",

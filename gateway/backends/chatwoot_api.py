@@ -244,8 +244,18 @@ class ChatwootApi:
             "values": [value],
             "query_operator": None,
         }
-        answer = await self._http.request("POST", "/contacts/filter", json={"payload": [condition]})
-        return sorted(int(c["id"]) for c in _payload(answer.body) if c.get("id") is not None)
+        answer = await self._http.request(
+            "POST", "/contacts/filter", json={"payload": [condition]}, allow=(422,)
+        )
+        found = _payload(answer.body)
+        if answer.status == 422:
+            # A version whose filter lacks this attribute (◐): the search matches it too,
+            # as a substring, so only exact matches are kept.
+            answer = await self._http.request("GET", "/contacts/search", params={"q": value})
+            found = [
+                c for c in _payload(answer.body) if str(c.get(key) or "").lower() == value.lower()
+            ]
+        return sorted(int(c["id"]) for c in found if c.get("id") is not None)
 
     async def _remember(self, local: str, remote: int) -> None:
         if not remote:

@@ -298,17 +298,26 @@ async def test_a_lost_message_answer_is_checked_by_source_id(
     assert driver.tickets(conversation) == [ticket]
 
 
+@pytest.mark.parametrize("filter_refused", [False, True])
 async def test_a_chatwoot_contact_with_the_customers_email_is_adopted(
-    make_daemon: Any, driver: ChatwootDriver, fake: FakeChatwoot, relay: tuple[Relay, int]
+    make_daemon: Any,
+    driver: ChatwootDriver,
+    fake: FakeChatwoot,
+    relay: tuple[Relay, int],
+    filter_refused: bool,
 ) -> None:
     from tests.unit.test_fake_chatwoot import new_contact
 
     made = await new_contact(fake, name="Ann (from the web widget)", email="ann@example.org")
+    if filter_refused:  # a version whose contact filter lacks the attribute: search instead
+        refusal = {"error": "Invalid attribute key - [email]"}
+        fake.arm(Status(422, refusal), method="POST", path=r"/contacts/filter$")
     _, _, _, ticket = await _started(make_daemon, driver, relay)
     [conv] = [t for t in fake.tickets() if str(t["id"]) == ticket]
     assert conv["contact_id"] == made["contact"]["id"]
     assert conv["source_id"].startswith("hl_conv_")
     assert len(fake.contacts()) == 1
+    assert bool(fake.recorded("GET", r"/contacts/search$")) is filter_refused
 
 
 # -- attachments both ways ---------------------------------------------------------
