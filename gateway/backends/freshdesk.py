@@ -34,6 +34,7 @@ from gateway.errors import IdempotencyConflict, InvalidInput
 from gateway.web.problems import problem
 
 MAX_HOOK_BODY = 1024 * 1024
+MAP_WAIT = 3.0  # seconds a just-created ticket's map is waited for
 AGENTS_REFRESH = 60.0  # seconds between re-reads of the agent list for an unknown id
 CONV_REPLY, CONV_NOTE = 0, 2  # conversation `source` codes (◐ python-freshdesk samples)
 
@@ -122,10 +123,10 @@ class FreshdeskBackend(HelpdeskBackend):
         if ticket is None:
             detail = 'the body names no ticket: use {"ticket_id": {{ticket.id}}}'
             return problem(400, "invalid-input", "No ticket id", detail)
-        if await self.handle.conversation_of_ticket(ticket) is None:
-            self.ctx.log.info("backend.reply_ignored", ticket=ticket, reason="not our ticket")
-            return _json({"ticket": ticket, "taken": 0, "ignored": "not a helpline ticket"})
         try:
+            if not await self._ours(ticket):
+                self.ctx.log.info("backend.reply_ignored", ticket=ticket, reason="not our ticket")
+                return _json({"ticket": ticket, "taken": 0, "ignored": "not a helpline ticket"})
             async with self._taking:
                 taken = await self._take_replies(ticket)
         except DeliveryFailure as err:
@@ -133,6 +134,23 @@ class FreshdeskBackend(HelpdeskBackend):
             self.ctx.log.warning("backend.hook_read_failed", ticket=ticket, error=str(err))
             return problem(503, "unavailable", "Freshdesk could not be read", str(err))
         return _json({"ticket": ticket, "taken": taken})
+
+    async def _ours(self, ticket: str) -> bool:
+        """Whether the ticket is mapped to a conversation. A ticket carrying the marker but
+        not mapped yet was just created (an auto-reply rule can answer within a second):
+        wait for the map a moment, then fail so Freshdesk calls again in 5 minutes."""
+        if await self.handle.conversation_of_ticket(ticket) is not None:
+            return True
+        answer = await self.api.client.request("GET", f"/tickets/{int(ticket)}", allow=(404,))
+        fields = (answer.body or {}).get("custom_fields") if answer.status == 200 else None
+        if not (fields or {}).get(self.settings.marker_field):
+            return False
+        deadline = time.monotonic() + MAP_WAIT
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            if await self.handle.conversation_of_ticket(ticket) is not None:
+                return True
+        raise TemporaryFailure(f"ticket {ticket} carries a conversation id not mapped yet")
 
     def _unauthentic(self, request: web.Request) -> str | None:
         """Why the call is refused, or None: every configured credential must match."""

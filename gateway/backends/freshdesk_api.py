@@ -194,7 +194,11 @@ class FreshdeskApi:
             "order_type": "desc",
             "per_page": "100",
         }
-        rows = await self._pages("/tickets", params)
+        try:
+            rows = await self._pages("/tickets", params)
+        except PermanentFailure as err:  # the requester is gone (merged, deleted)
+            self._log.info("backend.listing_refused", requester=requester, error=str(err))
+            return []
         return _marked(rows, self.config.marker_field, conversation_id)
 
     async def _searched(self, conversation_id: str) -> list[str]:

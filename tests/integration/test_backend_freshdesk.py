@@ -15,7 +15,7 @@ from gateway.backends.freshdesk_config import FreshdeskConfig
 from tests.backend_contract import NAME, BackendContract, Seen, texts
 from tests.conftest import LiveDaemon, until
 from tests.fakes.freshdesk import FakeFreshdesk
-from tests.fakes.harness import CommitThenReset, Fault, Status
+from tests.fakes.harness import CommitThenReset, DelayThenCommit, Fault, Status
 from tests.integration import test_outbound
 from tests.integration.test_outbound import Relay, customer_writes, daemon_with_mail
 from tests.integration.test_smtp import mail, send
@@ -245,6 +245,51 @@ async def test_an_existing_contact_is_adopted_and_a_lost_create_found_by_listing
     assert f"<!-- helpline:{first['id']}" not in note["body"]  # each event its own marker
     assert "<!-- helpline:evt_" in note["body"]
     assert _health(live)["counters"]["tickets_adopted"] == 1
+
+
+async def test_an_answer_right_after_the_create_waits_for_the_map(
+    make_daemon: Any, driver: FreshdeskDriver, relay: tuple[Relay, int]
+) -> None:
+    fake = driver.fake
+    driver.arm(DelayThenCommit(1.0), on="create")  # the ticket exists before helpline knows it
+    live, port = await _desk(make_daemon, driver, relay)
+    await customer_writes(live, port)
+    await until(lambda: bool(fake.tickets()))
+    driver.point_webhook()
+    fake.agent_reply(fake.tickets()[0]["id"], "<p>Auto: we are on it.</p>")
+    await until(lambda: len(relay[0].received) == 1)
+    # a ticket that is not helpline's is answered 200 and left alone
+    other = {"email": "bob@example.org", "subject": "Phone call", "description": "<p>x</p>"}
+    headers = {"Authorization": aiohttp.encode_basic_auth(fake.api_key, "X")}
+    async with (
+        aiohttp.ClientSession(headers=headers) as http,
+        http.post(f"{fake.url}/api/v2/tickets", json=other) as answer,
+    ):
+        foreign = (await answer.json())["id"]
+    driver.point_webhook(condition=None)
+    fake.agent_reply(foreign, "<p>Not for helpline.</p>")
+    await fake.wait_deliveries(lambda ds: len(ds) == 2 and ds[1].state == "delivered")
+    await asyncio.sleep(0.3)
+    assert len(await _outbound(live)) == 1 and len(relay[0].received) == 1
+
+
+async def test_a_lost_follow_up_answer_posts_no_second_note(
+    make_daemon: Any, driver: FreshdeskDriver, relay: tuple[Relay, int]
+) -> None:
+    live, port = await _desk(make_daemon, driver, relay)
+    first = await customer_writes(live, port)
+    conversation = first["data"]["conversation_id"]
+    ticket = await _ticket_of(driver, conversation)
+    driver.arm(CommitThenReset(), on="add")  # the note lands, its answer is lost
+    body = {"from": {"email": "ann@example.org"}, "text": "Once only."}
+    _, second, _ = await live.post("/v1/messages", body)
+    await until(lambda: len(driver.fake.recorded("GET", r"/conversations$")) >= 1)
+    await until(lambda: _health(live)["counters"]["delivered"] >= 2)
+    await asyncio.sleep(0.3)
+    notes = driver.fake.conversations(ticket)
+    assert [n["body_text"] for n in notes] == ["Once only."]
+    assert f"<!-- helpline:{second['event_id']} -->" in notes[0]["body"]
+    assert len(driver.fake.recorded("POST", r"/notes$")) == 1
 
 
 async def test_attachments_go_both_ways(
