@@ -18,7 +18,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import aiohttp
 import nh3
 import orjson
 from aiohttp import web
@@ -48,7 +47,6 @@ class FreshdeskBackend(HelpdeskBackend):
         super().__init__(name, config)
         self.settings = config
         self._api: FreshdeskApi | None = None
-        self._downloads: aiohttp.ClientSession | None = None
         self._me: int | None = None
         self._agents: dict[int, str] = {}
         self._agents_read = 0.0
@@ -59,8 +57,6 @@ class FreshdeskBackend(HelpdeskBackend):
     # -- HelpdeskBackend -----------------------------------------------------------------
     def make_api(self, ctx: ComponentContext) -> TicketApi:
         self._api = FreshdeskApi(self.settings, self.handle, ctx.log)
-        timeout = aiohttp.ClientTimeout(total=float(self.settings.timeout) * 4)
-        self._downloads = aiohttp.ClientSession(timeout=timeout)  # pre-signed URLs: no auth
         return self._api
 
     async def check(self) -> str:
@@ -100,8 +96,6 @@ class FreshdeskBackend(HelpdeskBackend):
     async def close(self) -> None:
         if self._api is not None:
             await self._api.close()
-        if self._downloads is not None:
-            await self._downloads.close()
 
     @property
     def api(self) -> FreshdeskApi:
@@ -227,21 +221,18 @@ class FreshdeskBackend(HelpdeskBackend):
         return self._me
 
     async def _attachments(self, row: dict[str, Any]) -> list[NewAttachment]:
-        """The answer's files, fetched from their pre-signed URLs (no API credentials sent)."""
+        """The answer's files, fetched from their pre-signed URLs (the API key stays home)."""
         found: list[NewAttachment] = []
         limit = self.ctx.replies.config.ingest.max_attachment_size
         for item in row.get("attachments") or []:
-            url = item.get("attachment_url")
-            if not url or self._downloads is None or int(item.get("size") or 0) > limit:
+            url, name = item.get("attachment_url"), item.get("name") or "attachment"
+            if not url or int(item.get("size") or 0) > limit:
                 continue
             try:
-                async with self._downloads.get(url) as answer:
-                    if answer.status != 200:
-                        raise TemporaryFailure(f"attachment {item.get('name')}: {answer.status}")
-                    data = await answer.read()
-            except (TimeoutError, aiohttp.ClientError) as err:
-                raise TemporaryFailure(f"attachment {item.get('name')}: {err}") from err
-            name = item.get("name") or "attachment"
+                data = await self.api.client.download(url, limit=limit)
+            except PermanentFailure as err:  # gone or too large: the text still goes
+                self.ctx.log.warning("backend.attachment_skipped", name=name, error=str(err))
+                continue
             kind = item.get("content_type") or "application/octet-stream"
             found.append(NewAttachment(filename=name, declared_type=kind, data=data))
         return found

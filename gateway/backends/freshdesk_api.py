@@ -45,11 +45,9 @@ class FreshdeskApi:
         self._log = log
         self.client = JsonClient(
             config.url + "/api/v2",
-            # Basic `api_key:X`: the password is ignored (§6.1).
-            headers={
-                "Authorization": aiohttp.encode_basic_auth(config.api_key.get_secret_value(), "X")
-            },
+            headers={},
             timeout=float(config.timeout),
+            basic=(config.api_key.get_secret_value(), "X"),  # the password is ignored (§6.1)
         )
 
     async def close(self) -> None:
