@@ -28,7 +28,7 @@ from gateway.backends.zendesk_api import ZendeskApi
 from gateway.component import ComponentContext
 from gateway.config_types import Secret
 from gateway.delivery.component import HelpdeskBackend
-from gateway.delivery.failures import DeliveryFailure
+from gateway.delivery.failures import DeliveryFailure, TemporaryFailure
 from gateway.delivery.http import JsonClient
 from gateway.delivery.settings import DeliverySection
 from gateway.delivery.tickets import TicketApi
@@ -152,6 +152,8 @@ class ZendeskBackend(HelpdeskBackend):
 
     async def _take_replies(self, ticket_id: str) -> int:
         if await self.handle.conversation_of_ticket(ticket_id) is None:
+            if await self.handle.creates_unanswered():
+                raise TemporaryFailure(f"ticket {ticket_id} is not mapped yet")  # 503: retried
             return 0  # not one of helpline's tickets
         if self._me is None:
             self._me = int((await self.api.me())["id"])

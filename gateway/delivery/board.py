@@ -162,6 +162,11 @@ class BackendHandle:
         ref = await self.ref_by_remote("ticket", ticket_id)
         return ref.local_id if ref is not None else None
 
+    async def creates_unanswered(self) -> bool:
+        """Whether some ticket create still waits for its answer: a webhook about a ticket
+        helpline does not know yet may be about that one (ask the sender to retry)."""
+        return await self._board.store.delivery.pending_refs(self.name, "ticket") > 0
+
 
 class DeliveryBoard:
     def __init__(

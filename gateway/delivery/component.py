@@ -24,7 +24,7 @@ from gateway.component import ComponentContext, ComponentState, Health
 from gateway.dedup import IdempotencyKey, digest_of
 from gateway.delivery.board import BackendHandle
 from gateway.delivery.engine import DeliveryEngine
-from gateway.delivery.failures import DeliveryFailure
+from gateway.delivery.failures import DeliveryFailure, TemporaryFailure
 from gateway.delivery.settings import DeliverySection
 from gateway.delivery.tickets import TicketApi, TicketSink
 from gateway.errors import NotFound
@@ -49,6 +49,7 @@ class HelpdeskBackend:
         self._tasks: list[asyncio.Task[Any]] = []
         self._since = time.time()
         self.checked: str | None = None  # what check() found, once it succeeded
+        self.check_error: str | None = None  # why the start-up check failed, until it works
         self.replies_taken = 0
         self.replies_refused = 0
 
@@ -119,7 +120,10 @@ class HelpdeskBackend:
             "replies": self.replies_taken,
             "replies_refused": self.replies_refused,
         }
-        return Health(stats.state, since, stats.last_error, counters)
+        state, error = stats.state, stats.last_error
+        if self.check_error is not None and state is ComponentState.RUNNING:
+            state, error = ComponentState.DEGRADED, self.check_error
+        return Health(state, since, error, counters)
 
     async def _check_until_ok(self) -> None:
         while True:
@@ -127,10 +131,10 @@ class HelpdeskBackend:
                 self.checked = await self.check()
             except DeliveryFailure as err:
                 self.ctx.log.warning("backend.check_failed", error=str(err), retry_in=CHECK_RETRY)
-                if self._engine is not None and self._engine.stats.state is ComponentState.RUNNING:
-                    self._engine.stats.last_error = f"start-up check: {err}"
+                self.check_error = f"start-up check: {err}"
                 await asyncio.sleep(CHECK_RETRY)
                 continue
+            self.check_error = None
             self.ctx.log.info("backend.checked", summary=self.checked)
             return
 
@@ -149,9 +153,14 @@ class HelpdeskBackend:
         """Record an agent's answer made in the helpdesk as an outbound event of the
         ticket's conversation (its channel connector then sends it); None when the ticket
         is not one of helpline's. `key` is the helpdesk's own id for the comment, so a
-        repeated webhook or poll records it once."""
+        repeated webhook or poll records it once. Raises TemporaryFailure while a create's
+        answer is outstanding and the ticket is unknown: the caller answers 503 (the
+        vendor retries) or polls again."""
         conversation = await self.handle.conversation_of_ticket(ticket_id)
         if conversation is None:
+            if await self.handle.creates_unanswered():
+                # It may be the ticket whose create has not been answered yet.
+                raise TemporaryFailure(f"ticket {ticket_id} is not mapped yet; retry")
             self.ctx.log.info("backend.reply_ignored", ticket=ticket_id, reason="not our ticket")
             return None
         digest = digest_of(ticket_id.encode(), text.encode(), (html or "").encode())

@@ -90,6 +90,10 @@ class DeliveryReads(Protocol):
 
     async def ref_by_remote(self, backend: str, kind: RefKind, remote_id: str) -> Ref | None: ...
 
+    async def pending_refs(self, backend: str, kind: RefKind) -> int:
+        """How many creates of this backend have no known answer yet."""
+        ...
+
     async def dead_letters(
         self, backend: str | None, *, conversation_id: str | None = None, limit: int = 100
     ) -> list[DeadLetter]: ...

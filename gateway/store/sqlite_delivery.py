@@ -159,6 +159,14 @@ class SqliteDeliveryReads:
         ).fetchone()
         return _ref(row) if row else None
 
+    async def pending_refs(self, backend: str, kind: RefKind) -> int:
+        row = self._conn.execute(
+            "SELECT count(*) FROM backend_refs "
+            "WHERE backend = ? AND kind = ? AND state = 'pending'",
+            (backend, kind),
+        ).fetchone()
+        return int(row[0])
+
     async def dead_letters(
         self, backend: str | None, *, conversation_id: str | None = None, limit: int = 100
     ) -> list[DeadLetter]:
