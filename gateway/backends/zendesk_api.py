@@ -115,6 +115,11 @@ class ZendeskApi:
             body = {"ticket": {"status": target}}
             await self._http.request("PUT", f"/api/v2/tickets/{ticket_id}", json=body)
 
+    async def merge_users(self, source: str, target: str) -> None:
+        """PUT /users/{source}/merge: end users only; the source's tickets move along."""
+        body = {"user": {"id": int(target)}}
+        await self._http.request("PUT", f"/api/v2/users/{source}/merge", json=body)
+
     # -- pieces ----------------------------------------------------------------
     async def _requester(self, customer: Customer) -> int:
         """The customer's end user, found or made once per contact (create_or_update

@@ -22,6 +22,7 @@ DELIVERY_FAILED = "helpline.message.delivery_failed.v1"
 RESOLVED = "helpline.conversation.resolved.v1"
 REOPENED = "helpline.conversation.reopened.v1"
 CALLS = ("helpline.call.ringing.v1", "helpline.call.answered.v1", "helpline.call.missed.v1")
+CONTACT_MERGED = "helpline.contact.merged.v1"
 
 TICKET_TYPES = frozenset(
     (INBOUND, OUTBOUND, AUTOMATIC, DELIVERY_FAILED, RESOLVED, REOPENED, *CALLS)
@@ -82,6 +83,22 @@ class Item:
         first = self.text.strip().splitlines()[0] if self.text.strip() else ""
         head = first[:80] + ("…" if len(first) > 80 else "")
         return head or f"{self.channel} conversation #{self.conversation_number}"
+
+
+@dataclass(frozen=True, slots=True)
+class Merge:
+    """Contacts helpline now knows to be one person: the survivor and the ones merged in."""
+
+    event_id: str
+    survivor_id: str
+    merged_ids: tuple[str, ...]
+
+
+def merge_of(event: StreamEvent) -> Merge | None:
+    if event.type != CONTACT_MERGED:
+        return None
+    data = event.data
+    return Merge(event.id, str(data["survivor_id"]), tuple(data.get("merged_ids") or ()))
 
 
 def item_of(event: StreamEvent) -> Item | None:

@@ -14,14 +14,22 @@ change a ticket (`TicketApi`).
 from __future__ import annotations
 
 import contextlib
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import structlog
 
 from gateway.delivery.board import BackendHandle
 from gateway.delivery.engine import Attempt, Commit, StreamEvent
 from gateway.delivery.failures import AlreadyExists, TemporaryFailure
-from gateway.delivery.items import Customer, Item, ItemKind, item_of
+from gateway.delivery.items import (
+    CONTACT_MERGED,
+    Customer,
+    Item,
+    ItemKind,
+    Merge,
+    item_of,
+    merge_of,
+)
 from gateway.store.delivery import Ref
 
 
@@ -49,6 +57,15 @@ class TicketApi(Protocol):
         ...
 
 
+@runtime_checkable
+class MergesUsers(Protocol):
+    """A TicketApi whose helpdesk can merge two of its users (end users, contacts)."""
+
+    async def merge_users(self, source: str, target: str) -> None:
+        """Fold the helpdesk user `source` into `target` (their tickets go along)."""
+        ...
+
+
 class TicketSink:
     """A Sink (engine.py) over a TicketApi: the engine calls `wants` and `deliver`."""
 
@@ -63,6 +80,8 @@ class TicketSink:
         self.adopted = 0  # creates resolved by a lookup
 
     def wants(self, event: StreamEvent) -> bool:
+        if event.type == CONTACT_MERGED:
+            return isinstance(self._api, MergesUsers)
         return item_of(event) is not None
 
     async def ticket_of(self, conversation_id: str) -> Ref | None:
@@ -74,6 +93,10 @@ class TicketSink:
         return ref
 
     async def deliver(self, event: StreamEvent, attempt: Attempt) -> Commit | None:
+        merge = merge_of(event)
+        if merge is not None:
+            await self._merge(merge)
+            return None
         item = item_of(event)
         if item is None:
             return None
@@ -142,6 +165,32 @@ class TicketSink:
         with contextlib.suppress(AlreadyExists):  # the helpdesk holds it already: finished
             await self._api.add(ticket, item, customer)
         return None
+
+    async def _merge(self, merge: Merge) -> None:
+        """Merge the helpdesk users of contacts helpline merged; each step is kept in the
+        user map at once, so a retry after a failure redoes only what is left."""
+        if not isinstance(self._api, MergesUsers):
+            return
+        target = await self._handle.ref("user", merge.survivor_id)
+        for merged in merge.merged_ids:
+            source = await self._handle.ref("user", merged)
+            if source is None or source.remote_id is None:
+                continue
+            if target is None or target.remote_id is None:
+                # The survivor never reached this helpdesk: the merged one's user is theirs.
+                target = Ref("user", merge.survivor_id, source.remote_id, "created")
+                await self._handle.put_ref(target)
+                continue
+            if source.remote_id != target.remote_id:
+                await self._api.merge_users(source.remote_id, target.remote_id)
+                self._log.info(
+                    "backend.users_merged",
+                    contact_id=merged,
+                    survivor_id=merge.survivor_id,
+                    source=source.remote_id,
+                    target=target.remote_id,
+                )
+            await self._handle.put_ref(Ref("user", merged, target.remote_id, "created"))
 
     async def _customer(self, item: Item, event: StreamEvent) -> Customer:
         if item.customer is not None:

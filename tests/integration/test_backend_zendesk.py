@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Literal
 
+import orjson
 import pytest
 
 from tests.backend_contract import NAME, BackendContract, Seen
@@ -212,3 +213,22 @@ async def test_wrong_credentials_degrade_the_backend_and_park_nothing(
     assert "401" in view["last_error"]
     assert view["lag_events"] >= 1
     assert fake.tickets() == []
+
+
+async def test_a_contact_merge_in_helpline_merges_the_end_users(
+    make_daemon: Any, fake: FakeZendesk, relay: tuple[Relay, int]
+) -> None:
+    live, _, _ = await _start(make_daemon, fake, relay)
+    _, ann, _ = await live.post("/v1/messages", {"from": {"email": "ann@example.org"}, "text": "A"})
+    _, phone, _ = await live.post("/v1/messages", {"from": {"phone": "+4930555666"}, "text": "B"})
+    await until(lambda: len(fake.tickets()) == 2)
+    users = {u["external_id"]: u["id"] for u in fake.users() if u.get("external_id")}
+    ann_user, phone_user = users[f"hl_{ann['contact_id']}"], users[f"hl_{phone['contact_id']}"]
+    both = {"email": "ann@example.org", "phone": "+4930555666"}
+    status, merged, _ = await live.post("/v1/messages", {"from": both, "text": "C"}, token="crm")
+    assert status == 201 and merged["contact_id"] == ann["contact_id"]
+    await until(lambda: not fake.user(phone_user)["active"])
+    [call] = fake.recorded("PUT", rf"^/api/v2/users/{phone_user}/merge$")
+    assert orjson.loads(call.body) == {"user": {"id": ann_user}}
+    phone_ticket = fake.tickets(external_id=phone["conversation_id"])[0]
+    assert phone_ticket["requester_id"] == ann_user  # Zendesk moved the ticket along
