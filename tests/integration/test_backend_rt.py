@@ -494,3 +494,38 @@ def test_config_needs_credentials_and_takes_the_rest2_url() -> None:
 
 def test_html_text() -> None:
     assert html_text("<p>A&amp;B</p><p>C<br>D</p><style>p{}</style>") == "A&B\nC\nD"
+
+
+async def test_replies_made_while_helpline_is_down_are_sent_once_after_the_restart(
+    make_daemon: Any, driver: RtDriver, relay: tuple[Relay, int]
+) -> None:
+    live, port = await _start(make_daemon, driver, relay)
+    first = await customer_writes(live, port)
+    ticket = await _ticket(driver, first["data"]["conversation_id"])
+    polls = driver.proxy.recorded("GET", r"/transactions$")
+    cursor = next(
+        int(r.query["query"].rsplit("id > ", 1)[1])
+        for r in polls
+        if "Correspond" in r.query.get("query", "")
+    )
+    assert cursor > 0  # the first start begins at RT's newest transaction, not at 0
+    state = live.daemon.state_dir
+    await live.daemon.stop()
+    await driver.agent_reply(ticket, "Answered while you were away.")
+    again, _ = await _start_again(make_daemon, driver, relay, state)
+    await until(lambda: len(relay[0].received) == 1, 15)
+    await asyncio.sleep(1.0)  # several polls more
+    assert len(relay[0].received) == 1
+    assert (
+        "Answered while you were away." in relay[0].received[0].get_body(("plain",)).get_content()
+    )
+    outbound = [e for e in await again.stream() if e["type"] == "helpline.message.outbound.v1"]
+    assert len(outbound) == 1
+
+
+async def _start_again(
+    make_daemon: Any, driver: RtDriver, relay: tuple[Relay, int], state: Any
+) -> tuple[LiveDaemon, int]:
+    return await daemon_with_mail(
+        make_daemon, relay[1], core=f"[backends.{NAME}]\n{driver.section()}\n", state_dir=state
+    )
