@@ -72,16 +72,25 @@ def test_the_commented_connector_examples_are_valid(monkeypatch: pytest.MonkeyPa
         assert spec.type in ("smtp", "lmtp", "imap", "smtp_out")
 
 
-def _commented_blocks(prefix: str) -> list[list[str]]:
-    blocks: list[list[str]] = []
+def _commented_blocks(prefix: str) -> list[tuple[list[str], set[str]]]:
+    """Each commented `[prefix.X]` example: its lines (uncommented) and every key it
+    names, the optional ones shown as `# # key = ...` included."""
+    blocks: list[tuple[list[str], set[str]]] = []
+    current: tuple[list[str], set[str]] | None = None
     for line in EXAMPLE.read_text().splitlines():
         if line.startswith(f"# [{prefix}."):
-            blocks.append([line[2:]])
-        elif blocks and blocks[-1] and line.startswith("# ") and not line.startswith("# # "):
-            blocks[-1].append(line[2:])
-        elif blocks and not line.startswith("# # "):
-            blocks.append([])
-    return [b for b in blocks if b]
+            current = ([line[2:]], set())
+            blocks.append(current)
+        elif current is not None and line.startswith("# # "):
+            if "=" in line and " " not in line[4:].split("=")[0].strip():
+                current[1].add(line[4:].split("=")[0].strip())
+        elif current is not None and line.startswith("# "):
+            current[0].append(line[2:])
+            if "=" in line:
+                current[1].add(line[2:].split("=")[0].strip())
+        else:
+            current = None
+    return blocks
 
 
 def test_the_commented_backend_examples_are_valid_and_complete(
@@ -94,16 +103,23 @@ def test_the_commented_backend_examples_are_valid_and_complete(
 
     secrets = tmp_path / "creds"
     secrets.mkdir()
-    for name in ("webhook-secret", "zendesk-token", "zendesk-webhook-secret"):
-        value = "whsec_" + "A" * 44 if name == "webhook-secret" else "s3cret"
+    names = ["webhook-secret", "zendesk-token", "zendesk-webhook-secret", "rt-token"]
+    names += ["zammad-token", "zammad-hook", "freshdesk-key", "freshdesk-hook"]
+    names += ["chatwoot-token", "chatwoot-inbox-secret"]
+    for name in names:
+        value = {"webhook-secret": "whsec_" + "A" * 44, "rt-token": "1-14-" + "0a" * 16}.get(
+            name, "s3cret"
+        )
         (secrets / name).write_text(value)
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(secrets))
     examples = _commented_blocks("backends")
-    assert {b[0] for b in examples} >= {"[backends.warehouse]", "[backends.zendesk]"}
-    for block in examples:
+    assert {b[0] for b, _ in examples} == {
+        f"[backends.{name}]"
+        for name in ("warehouse", "zendesk", "rt", "zammad", "freshdesk", "chatwoot")
+    }
+    for block, documented in examples:
         config = parse_config("\n".join(block) + "\n")
         (spec,) = config.components
-        documented = {line.split("=")[0].strip() for line in block[1:] if "=" in line}
         model = registry.resolve("backend", spec.type).config_model
         missing = (
             set(model.model_fields)
