@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 import pytest
 
-from tests.backend_contract import NAME, BackendContract, Seen
+from tests.backend_contract import NAME, BackendContract, Seen, texts
 from tests.conftest import LiveDaemon, until
 from tests.fakes.harness import CommitThenReset, Fault, Status
 from tests.fakes.zendesk import FakeZendesk, invalid
@@ -232,3 +232,46 @@ async def test_a_contact_merge_in_helpline_merges_the_end_users(
     assert orjson.loads(call.body) == {"user": {"id": ann_user}}
     phone_ticket = fake.tickets(external_id=phone["conversation_id"])[0]
     assert phone_ticket["requester_id"] == ann_user  # Zendesk moved the ticket along
+
+
+async def test_with_three_backends_an_answer_in_one_reaches_the_others(
+    make_daemon: Any, fake: FakeZendesk, relay: tuple[Relay, int]
+) -> None:
+    from tests.fakes.webhook_consumer import SECRET as HOOK_SECRET
+    from tests.fakes.webhook_consumer import WebhookConsumer
+    from tests.fakes.zammad import FakeZammad
+    from tests.integration.test_backend_zammad import ZammadDriver
+
+    with WebhookConsumer() as consumer, FakeZammad() as zammad:
+        other = (
+            f'[backends.warehouse]\ntype = "webhook"\nurl = "{consumer.url}/hook"\n'
+            f'secret = "{HOOK_SECRET}"\ntypes = ["helpline.message.*"]\n'
+            f"[backends.zammad]\n{ZammadDriver(zammad).section()}"
+        )
+        live, port, driver = await _start(make_daemon, fake, relay, extra="\n" + other)
+        event = await customer_writes(live, port)
+        conversation = event["data"]["conversation_id"]
+        await until(lambda: len(driver.tickets(conversation)) == 1)
+        [ticket] = driver.tickets(conversation)
+        await driver.agent_reply(ticket, "Answered in Zendesk.")
+        await until(lambda: len(relay[0].received) == 1)  # the customer got it by mail
+
+        def answers() -> list[dict[str, Any]]:
+            return [e for e in consumer.events() if e["type"] == "helpline.message.outbound.v1"]
+
+        await until(lambda: len(answers()) == 1)
+        [answer] = answers()
+        assert answer["source"] == f"/backends/{NAME}"
+        assert answer["data"]["text"].strip() == "Answered in Zendesk."
+        assert answer["data"]["conversation_id"] == conversation
+        # Zammad holds the same conversation's ticket, with the answer as an agent's
+        other_desk = ZammadDriver(zammad)
+        await until(lambda: len(other_desk.tickets(conversation)) == 1)
+        [zammad_ticket] = other_desk.tickets(conversation)
+        await until(lambda: bool(texts(other_desk.messages(zammad_ticket), "agent")))
+        assert texts(other_desk.messages(zammad_ticket), "agent") == ["Answered in Zendesk."]
+        assert texts(other_desk.messages(zammad_ticket), "customer") == ["It smokes"]
+        await asyncio.sleep(0.3)  # and the answer is not posted back into Zendesk
+        assert [s.text for s in driver.messages(ticket) if s.kind == "agent"] == [
+            "Answered in Zendesk."
+        ]
