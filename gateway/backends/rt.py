@@ -24,7 +24,7 @@ import nh3
 from pydantic import Field, field_validator, model_validator
 
 from gateway.attachments import NewAttachment
-from gateway.backends.rt_api import REST, RtApi
+from gateway.backends.rt_api import REST, RtApi, sql
 from gateway.component import ComponentContext, ComponentState, Health
 from gateway.config_types import Secret
 from gateway.delivery.component import HelpdeskBackend
@@ -201,7 +201,7 @@ class RtBackend(HelpdeskBackend):
         """Take the correspondence after `cursor`; the new cursor."""
         query = (
             "Type = 'Correspond' AND ObjectType = 'RT::Ticket' "
-            f"AND Creator != '{self.me}' AND id > {cursor}"
+            f"AND Creator != {sql(self.me)} AND id > {cursor}"
         )
         found = await self.api.search(
             "transactions",
