@@ -63,10 +63,10 @@ class ZendeskApi:
             "ticket": {
                 "subject": item.title,
                 "external_id": item.conversation_id,
-                "tags": self._tags,
+                "tags": [*self._tags, *_channel_tag(item)],
                 "requester_id": requester,
                 "comment": await self._comment(item, requester),
-                "metadata": {"helpline_event": item.event_id},
+                "metadata": {"helpline_event": item.event_id, "helpline_channel": item.channel},
             }
         }
         key = f"helpline-{item.conversation_id}"
@@ -84,13 +84,13 @@ class ZendeskApi:
 
     async def add(self, ticket_id: str, item: Item, customer: Customer) -> None:
         requester = await self._requester(customer) if item.kind is ItemKind.CUSTOMER else None
-        body = {
-            "ticket": {
-                "comment": await self._comment(item, requester),
-                "metadata": {"helpline_event": item.event_id},
-            }
+        ticket: dict[str, Any] = {
+            "comment": await self._comment(item, requester),
+            "metadata": {"helpline_event": item.event_id, "helpline_channel": item.channel},
         }
-        await self._http.request("PUT", f"/api/v2/tickets/{ticket_id}", json=body)
+        if item.kind is ItemKind.CUSTOMER:
+            ticket["additional_tags"] = _channel_tag(item)  # the channels the customer used
+        await self._http.request("PUT", f"/api/v2/tickets/{ticket_id}", json={"ticket": ticket})
 
     async def already_added(self, ticket_id: str, item: Item) -> bool:
         path: str | None = f"/api/v2/tickets/{ticket_id}/audits"
@@ -201,3 +201,8 @@ class ZendeskApi:
 
     async def download(self, url: str, limit: int) -> bytes:
         return await self._http.download(url, limit=limit)
+
+
+def _channel_tag(item: Item) -> list[str]:
+    """A tag naming the channel a customer wrote on (helpline_email, helpline_chat...)."""
+    return [f"helpline_{item.channel}"] if item.kind is ItemKind.CUSTOMER else []

@@ -124,9 +124,10 @@ async def test_creates_carry_an_idempotency_key_and_the_customer_is_one_end_user
     ticket = fake.ticket(int(driver.tickets(conversation)[0]))
     requester = fake.user(ticket["requester_id"])
     assert requester["external_id"] == f"hl_{event['data']['contact_id']}"
-    assert ticket["tags"] == ["helpline"]
+    assert ticket["tags"] == ["helpline", "helpline_email"]
     await live.post("/v1/messages", {"from": {"email": "ann@example.org"}, "text": "More."})
     await until(lambda: len(fake.comments(ticket["id"])) == 2)
+    assert set(fake.ticket(ticket["id"])["tags"]) == {"helpline", "helpline_email", "helpline_api"}
     assert len([u for u in fake.users() if (u.get("external_id") or "").startswith("hl_")]) == 1
     audits = fake.audits(ticket["id"])
     assert {a["metadata"]["custom"].get("helpline_event") for a in audits} >= {event["id"]}
