@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field, field_validator, model_validator
 from gateway.attachments import NewAttachment
 from gateway.backends.chatwoot_api import ChatwootApi
 from gateway.backends.chatwoot_hook import AgentMessage, Refused, Scheme, agent_message, verify
-from gateway.component import ComponentContext, ComponentState, Health
+from gateway.component import ComponentContext
 from gateway.config_types import Secret
 from gateway.delivery.component import HelpdeskBackend
 from gateway.delivery.failures import DeliveryFailure, PermanentFailure
@@ -93,7 +93,6 @@ class ChatwootBackend(HelpdeskBackend):
         self._http: JsonClient | None = None
         self._files: aiohttp.ClientSession | None = None
         self._api: ChatwootApi | None = None
-        self._check_error: str | None = None
         origin = urllib.parse.urlsplit(config.url)
         self._origin = (origin.scheme, origin.netloc)
         if config.replies:
@@ -121,20 +120,15 @@ class ChatwootBackend(HelpdeskBackend):
     async def check(self) -> str:
         """The inbox exists and is an API channel; who helpline's user is."""
         api = self._require_api()
-        try:
-            inbox = await api.inbox()
-            channel = inbox.get("channel_type")
-            if channel != "Channel::Api":
-                raise PermanentFailure(
-                    f"inbox {self.config.inbox_id} is a {channel} inbox: helpline needs an "
-                    "API-channel inbox (incoming messages are only allowed there)"
-                )
-            if api.api_user_id is None:
-                api.api_user_id = await api.profile(self.config.url)
-        except DeliveryFailure as err:
-            self._check_error = f"start-up check: {err}"
-            raise
-        self._check_error = None
+        inbox = await api.inbox()
+        channel = inbox.get("channel_type")
+        if channel != "Channel::Api":
+            raise PermanentFailure(
+                f"inbox {self.config.inbox_id} is a {channel} inbox: helpline needs an "
+                "API-channel inbox (incoming messages are only allowed there)"
+            )
+        if api.api_user_id is None:
+            api.api_user_id = await api.profile(self.config.url)
         lock = "on" if inbox.get("lock_to_single_conversation") else "off"
         hook = inbox.get("webhook_url") or "none"
         user = api.api_user_id if api.api_user_id is not None else "unknown (marker only)"
@@ -163,13 +157,6 @@ class ChatwootBackend(HelpdeskBackend):
             await self._http.close()
         if self._files is not None:
             await self._files.close()
-
-    def health(self) -> Health:
-        """A failed start-up check shows (degraded, with its reason) until it passes."""
-        health = super().health()
-        if self._check_error is None or health.state is not ComponentState.RUNNING:
-            return health
-        return Health(ComponentState.DEGRADED, health.since, self._check_error, health.counters)
 
     def _require_api(self) -> ChatwootApi:
         if self._api is None:

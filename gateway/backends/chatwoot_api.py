@@ -116,8 +116,8 @@ class ChatwootApi:
         if attributes.get("helpline_event") == item.event_id:
             # This event opened the ticket: finish that create (its message may be missing).
             await self._open(ids[0], item, check=True)
-        if customer.contact_id and customer.contact_id not in self._contacts:
-            await self._remember(customer.contact_id, int(oldest.get("contact_id") or 0))
+        if customer.contact_id and not await self._mapped(customer.contact_id):
+            await self._remember(customer.contact_id, _contact_of(oldest))
         return [str(i) for i in ids]
 
     async def create_ticket(self, item: Item, customer: Customer) -> str:
@@ -180,6 +180,31 @@ class ChatwootApi:
         await self._http.request(
             "POST", f"/conversations/{int(ticket_id)}/toggle_status", json={"status": wanted}
         )
+
+    # -- MergesUsers ------------------------------------------------------------
+    async def merge_users(self, source: str, target: str) -> None:
+        """POST /actions/contact_merge: the mergee's conversations, messages and
+        contact_inboxes move to the base contact, and the mergee is deleted (§7.3).
+
+        A repeated merge (the first answer was lost) finds no mergee: 404, the same answer
+        as for a missing base or account, so it counts as done only when a read shows the
+        base there and the mergee gone."""
+        body = {"base_contact_id": int(target), "mergee_contact_id": int(source)}
+        answer = await self._http.request("POST", "/actions/contact_merge", json=body, allow=(404,))
+        if answer.status == 404:
+            base = await self._http.request("GET", f"/contacts/{int(target)}", allow=(404,))
+            mergee = await self._http.request("GET", f"/contacts/{int(source)}", allow=(404,))
+            if base.status == 404 or mergee.status != 404:
+                why = f"base contact {target} not found" if base.status == 404 else "not merged"
+                raise PermanentFailure(
+                    f"POST /actions/contact_merge: {_error(answer)} ({why})",
+                    status=404,
+                    body=answer.body,
+                )
+            self._log.info("backend.merge_already_done", source=source, target=target)
+        for local, remote in list(self._contacts.items()):
+            if remote == int(source):  # the mergee is gone: its helpline contacts go along
+                self._contacts[local] = int(target)
 
     # -- contacts ------------------------------------------------------------
     async def _contact(self, customer: Customer, conversation_id: str) -> int:
@@ -256,6 +281,11 @@ class ChatwootApi:
                 c for c in _payload(answer.body) if str(c.get(key) or "").lower() == value.lower()
             ]
         return sorted(int(c["id"]) for c in found if c.get("id") is not None)
+
+    async def _mapped(self, local: str) -> bool:
+        """Whether the durable contact map holds this helpline contact."""
+        ref = await self._handle.ref("user", local)
+        return ref is not None and bool(ref.remote_id)
 
     async def _remember(self, local: str, remote: int) -> None:
         if not remote:
@@ -362,6 +392,16 @@ def _payload(body: Any) -> list[dict[str, Any]]:
     """The list under `payload` (contacts/filter, conversations, messages)."""
     payload = body.get("payload") if isinstance(body, dict) else None
     return [p for p in payload if isinstance(p, dict)] if isinstance(payload, list) else []
+
+
+def _contact_of(conv: dict[str, Any]) -> int:
+    """The Chatwoot contact a conversation hangs on: `meta.sender` in the REST shape
+    (conversations/partials/_conversation.json.jbuilder), `contact_id` where present."""
+    sender = (conv.get("meta") or {}).get("sender")
+    for found in (sender.get("id") if isinstance(sender, dict) else None, conv.get("contact_id")):
+        if isinstance(found, int) and not isinstance(found, bool):
+            return found
+    return 0
 
 
 def _error(answer: Answer) -> str:

@@ -15,7 +15,6 @@ import asyncio
 import base64
 import hmac
 import time
-from dataclasses import replace
 from typing import Any
 
 import nh3
@@ -25,7 +24,7 @@ from aiohttp import web
 from gateway.attachments import NewAttachment
 from gateway.backends.freshdesk_api import FreshdeskApi
 from gateway.backends.freshdesk_config import FreshdeskConfig
-from gateway.component import ComponentContext, Health
+from gateway.component import ComponentContext
 from gateway.delivery.component import HelpdeskBackend
 from gateway.delivery.failures import DeliveryFailure, PermanentFailure, TemporaryFailure
 from gateway.delivery.tickets import TicketApi
@@ -50,7 +49,6 @@ class FreshdeskBackend(HelpdeskBackend):
         self._me: int | None = None
         self._agents: dict[int, str] = {}
         self._agents_read = 0.0
-        self._check_error: str | None = None
         self._taking = asyncio.Lock()  # one webhook at a time: the per-ticket cursor
         self.hook = self._hook if config.hook_enabled else None
 
@@ -60,23 +58,6 @@ class FreshdeskBackend(HelpdeskBackend):
         return self._api
 
     async def check(self) -> str:
-        try:
-            summary = await self._check()
-        except DeliveryFailure as err:
-            self._check_error = str(err)
-            raise
-        self._check_error = None
-        return summary
-
-    def health(self) -> Health:
-        """The engine's health, plus a failed start-up check while the engine has no error
-        of its own (the first check runs before the engine is up, so the base drops it)."""
-        health = super().health()
-        if self._check_error is not None and health.last_error is None:
-            return replace(health, last_error=f"start-up check: {self._check_error}")
-        return health
-
-    async def _check(self) -> str:
         api = self.api
         me = await api.me()
         self._me = int(me["id"])

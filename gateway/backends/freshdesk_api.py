@@ -104,6 +104,24 @@ class FreshdeskApi:
         code = self.config.status_resolved if status == "resolved" else self.config.status_open
         await self.client.request("PUT", f"/tickets/{int(ticket_id)}", json={"status": code})
 
+    # -- MergesUsers ----------------------------------------------------------------------
+    async def merge_users(self, source: str, target: str) -> None:
+        """POST /contacts/merge: the secondary contact's tickets move to the primary, its
+        emails become the primary's other_emails, and it is deleted (§6.4).
+
+        A repeated merge (the first answer was lost) names the secondary as invalid, since
+        it is gone: that answer counts as done once a read confirms the contact is gone."""
+        body = {"primary_contact_id": int(target), "secondary_contact_ids": [int(source)]}
+        try:
+            await self.client.request("POST", "/contacts/merge", json=body)
+        except PermanentFailure as err:
+            if not (err.status == 400 and _names_only_the_secondary(err.body)):
+                raise
+            gone = await self.client.request("GET", f"/contacts/{int(source)}", allow=(404,))
+            if gone.status != 404:
+                raise
+            self._log.info("backend.merge_already_done", source=source, target=target)
+
     # -- reads the backend shares --------------------------------------------------------
     async def conversations(self, ticket_id: str) -> list[dict[str, Any]]:
         """A ticket's replies and notes, oldest first, every page."""
@@ -304,6 +322,21 @@ def _names_a_missing_user(body: Any) -> bool:
     return any(
         e.get("field") in ("requester_id", "user_id") and e.get("code") == "invalid_value"
         for e in errors or []
+    )
+
+
+def _names_only_the_secondary(body: Any) -> bool:
+    """A merge refused only because secondary_contact_ids names no contact (§6.6 shape)."""
+    errors = body.get("errors") if isinstance(body, dict) else None
+    return (
+        isinstance(errors, list)
+        and bool(errors)
+        and all(
+            isinstance(e, dict)
+            and e.get("field") == "secondary_contact_ids"
+            and e.get("code") == "invalid_value"
+            for e in errors
+        )
     )
 
 

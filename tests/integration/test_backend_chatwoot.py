@@ -405,6 +405,66 @@ def _ref_states(live: LiveDaemon) -> list[str]:
         return [r[0] for r in db.execute("SELECT state FROM backend_refs WHERE kind = 'ticket'")]
 
 
+def _user_map(live: LiveDaemon) -> dict[str, str]:
+    with sqlite3.connect(live.daemon.store.path) as db:
+        rows = db.execute("SELECT local_id, remote_id FROM backend_refs WHERE kind = 'user'")
+        return {local: remote for local, remote in rows}
+
+
+# -- contact merges ----------------------------------------------------------------------
+async def test_a_contact_merge_in_helpline_merges_the_chatwoot_contacts_once(
+    make_daemon: Any, driver: ChatwootDriver, fake: FakeChatwoot, relay: tuple[Relay, int]
+) -> None:
+    live, _ = await daemon_with_mail(
+        make_daemon, relay[1], core=f"[backends.{NAME}]\n{driver.section()}\n"
+    )
+    _, ann, _ = await live.post("/v1/messages", {"from": {"email": "ann@example.org"}, "text": "A"})
+    await until(lambda: len(driver.tickets(ann["conversation_id"])) == 1)
+    # The phone contact's conversation create is made but its answer is lost: the contact
+    # reaches the user map through the lookup that adopts the conversation.
+    fake.arm(CommitThenReset(), method="POST", path=r"/conversations$")
+    _, phone, _ = await live.post("/v1/messages", {"from": {"phone": "+4930555666"}, "text": "B"})
+    await until(lambda: len(driver.tickets(phone["conversation_id"])) == 1)
+    await until(lambda: len(_user_map(live)) == 2)
+    by_id = {t["id"]: t for t in fake.tickets()}
+    [ann_conv], [phone_conv] = (
+        driver.tickets(ann["conversation_id"]),
+        driver.tickets(phone["conversation_id"]),
+    )
+    ann_contact = by_id[int(ann_conv)]["contact_id"]
+    phone_contact = by_id[int(phone_conv)]["contact_id"]
+    assert _user_map(live) == {
+        ann["contact_id"]: str(ann_contact),
+        phone["contact_id"]: str(phone_contact),
+    }
+
+    # The first merge is carried out but its answer is lost too: the repeat finds no mergee
+    # (404), which counts as done once the base is there and the mergee is not.
+    fake.arm(CommitThenReset(), method="POST", path=r"/actions/contact_merge$")
+    both = {"email": "ann@example.org", "phone": "+4930555666"}
+    status, merged, _ = await live.post("/v1/messages", {"from": both, "text": "C"}, token="crm")
+    assert status == 201 and merged["contact_id"] == ann["contact_id"]
+    await until(lambda: _user_map(live).get(phone["contact_id"]) == str(ann_contact))
+    calls = fake.recorded("POST", r"/actions/contact_merge$")
+    assert [c.status for c in calls] == [0, 404]
+    for call in calls:
+        assert json.loads(call.body) == {
+            "base_contact_id": ann_contact,
+            "mergee_contact_id": phone_contact,
+        }
+    assert phone_contact not in {c["id"] for c in fake.contacts()}
+    assert {t["id"]: t["contact_id"] for t in fake.tickets()}[int(phone_conv)] == ann_contact
+    await until(lambda: _in_flight(live) == 0)
+    shown = dict((await live.get(f"/v1/backends/{NAME}"))[1])
+    assert shown["dead_letters"] == 0
+    assert len(fake.recorded("POST", r"/actions/contact_merge$")) == 2  # done: no third try
+
+
+def _in_flight(live: LiveDaemon) -> int:
+    health = live.daemon.readiness()[1]["components"][f"backends.{NAME}"]
+    return int(health["counters"]["in_flight"])
+
+
 # -- the webhook's rules, without a server ---------------------------------------------
 def test_the_signature_of_the_reference_vector_is_accepted_and_others_are_not() -> None:
     body = b'{"event":"message_created","id":1}'
