@@ -307,6 +307,11 @@ class Daemon:
             await self.store.write(forget)
             cutoff = now - core.retention.message_content
             expired = await expire_content(self.store.write, cutoff, now)
+
+            async def forget_deliveries(tx: Tx) -> int:
+                return await tx.forget_delivered(cutoff)
+
+            await self.store.write(forget_deliveries)
             if expired:
                 log.info("retention.content_expired", events=expired)
             removed = await expire_raw_mail(self.store.write, now - core.retention.raw_mail)

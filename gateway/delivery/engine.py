@@ -42,6 +42,8 @@ from gateway.store.delivery import DeadLetter, Position
 from gateway.stream import StreamReader
 
 BATCH = 200
+# Events that can start a first-response clock: their delivery time is its middle stage.
+STAGE_TYPES = frozenset(("helpline.message.inbound.v1", "helpline.call.ringing.v1"))
 IDLE_WAIT = 5.0  # how often an idle engine looks for dead letters to replay
 POSITION_EVERY = 1.0  # an idle low-water mark is saved at most this often
 
@@ -432,9 +434,13 @@ class DeliveryEngine:
         event = item.event
         self._succeeded()
 
+        now = self._clock()
+
         async def unit(tx: Tx) -> None:
             if commit is not None:
                 await commit(tx)
+            if event.type in STAGE_TYPES:
+                await tx.put_delivered(event.id, self.name, now)
             if item.replay:
                 await tx.unpark(self.name, event.offset)
             else:

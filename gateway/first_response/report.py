@@ -58,6 +58,11 @@ async def build_report(
             "breaches": (latencies.past_target if latencies else 0) + queue.past_due,
             "stages": {
                 "customer_to_accepted": _stage(stats.customer_to_accepted.get(name)),
+                "accepted_to_backend": {
+                    backend: _stage(latencies)
+                    for (ch, backend), latencies in stats.accepted_to_backend.items()
+                    if ch == name
+                },
                 "accepted_to_reply": _stage(stats.accepted_to_reply.get(name)),
             },
             "waiting": {

@@ -107,6 +107,7 @@ def step(
                 target=policy.target,
                 calendar=policy.calendar,
                 due_at=policy.due(at),
+                start_event_id=event.get("id"),
             ),
         )
     if latest is None:

@@ -10,7 +10,7 @@ committed, so nothing a reader sees can later vanish.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -286,6 +286,8 @@ class MetStats:
     days: dict[tuple[str, str], Latencies]  # per (UTC date "YYYY-MM-DD", channel), in order
     customer_to_accepted: dict[str, Latencies]  # clocks with a customer's own send time
     accepted_to_reply: dict[str, Latencies]
+    # per (channel, backend): from accepted to delivered into that backend
+    accepted_to_backend: dict[tuple[str, str], Latencies] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -80,6 +80,12 @@ class DeliveryTx(Protocol):
 
     async def put_backend_state(self, backend: str, key: str, value: str, now: float) -> None: ...
 
+    async def put_delivered(self, event_id: str, backend: str, now: float) -> None:
+        """When a backend delivered an event that can start a first-response clock."""
+        ...
+
+    async def forget_delivered(self, before: float) -> int: ...
+
 
 class DeliveryReads(Protocol):
     """The committed state, read without waiting for the writer."""

@@ -171,4 +171,5 @@ class ClockRow:
     reply_event_id: str | None = None
     reply_channel: str | None = None
     rearm: bool = False  # resolved since it ended: the next customer message starts a new one
+    start_event_id: str | None = None  # the message or call that started it
     id: int | None = None

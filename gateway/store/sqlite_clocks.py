@@ -15,7 +15,7 @@ from gateway.store.records import ClockRow
 _COLUMNS = (
     "id, conversation_id, conversation_number, contact_id, channel, state, started_at, "
     "customer_at, target, calendar, due_at, breached_at, stopped_at, seconds, "
-    "business_seconds, within_target, reply_event_id, reply_channel, rearm"
+    "business_seconds, within_target, reply_event_id, reply_channel, rearm, start_event_id"
 )
 
 
@@ -40,6 +40,7 @@ def _row(values: tuple[Any, ...]) -> ClockRow:
         reply,
         reply_channel,
         rearm,
+        start_event,
     ) = values
     return ClockRow(
         id=int(ident),
@@ -61,6 +62,7 @@ def _row(values: tuple[Any, ...]) -> ClockRow:
         reply_event_id=None if reply is None else str(reply),
         reply_channel=None if reply_channel is None else str(reply_channel),
         rearm=bool(rearm),
+        start_event_id=None if start_event is None else str(start_event),
     )
 
 
@@ -103,6 +105,11 @@ _BUSINESS = "coalesce(business_seconds, seconds)"  # business seconds where it h
 _CUSTOMER = "started_at - customer_at"
 _BY_CHANNEL = ("channel",)
 _BY_DAY = ("date(stopped_at, 'unixepoch')", "channel")
+# A clock with each backend's delivery of the event that started it.
+_DELIVERED = (
+    "first_response_clocks JOIN backend_delivered "
+    "ON backend_delivered.event_id = first_response_clocks.start_event_id"
+)
 
 
 def _latencies(
@@ -114,6 +121,7 @@ def _latencies(
     until: float,
     channel: str | None,
     only: str = "",
+    source: str = "first_response_clocks",
 ) -> dict[tuple[str, ...], Latencies]:
     """Summaries of `value` over the met clocks stopped in [since, until], grouped by `keys`.
 
@@ -131,7 +139,7 @@ def _latencies(
     pick = "min(CASE WHEN rn * 100 >= n * {p} THEN value END)"
     rows = conn.execute(
         f"WITH picked AS (SELECT {named}, {value} AS value, within_target, breached_at "
-        f"FROM first_response_clocks WHERE {where}), "
+        f"FROM {source} WHERE {where}), "
         f"ranked AS (SELECT *, row_number() OVER (PARTITION BY {group} ORDER BY value) AS rn, "
         f"count(*) OVER (PARTITION BY {group}) AS n FROM picked) "
         f"SELECT {group}, count(*), avg(value), {pick.format(p=50)}, {pick.format(p=90)}, "
@@ -178,6 +186,15 @@ def met_stats(
             if not business
             else _latencies(conn, _REAL, _BY_CHANNEL, since=since, until=until, channel=channel)
         )
+        backend = _latencies(
+            conn,
+            "delivered_at - started_at",
+            ("channel", "backend"),
+            since=since,
+            until=until,
+            channel=channel,
+            source=_DELIVERED,
+        )
     finally:
         conn.execute("COMMIT")
     return MetStats(
@@ -185,6 +202,7 @@ def met_stats(
         days={(k[0], k[1]): v for k, v in days.items()},
         customer_to_accepted={k[0]: v for k, v in customer.items()},
         accepted_to_reply={k[0]: v for k, v in reply.items()},
+        accepted_to_backend={(k[0], k[1]): v for k, v in backend.items()},
     )
 
 
@@ -248,6 +266,7 @@ class SqliteClocksTx:
             row.reply_event_id,
             row.reply_channel,
             int(row.rearm),
+            row.start_event_id,
         )
         if row.id is None:
             cursor = self._conn.execute(

@@ -125,6 +125,17 @@ class SqliteDeliveryTx:
             (backend, key, value, now),
         )
 
+    async def put_delivered(self, event_id: str, backend: str, now: float) -> None:
+        self._conn.execute(
+            "INSERT OR IGNORE INTO backend_delivered (event_id, backend, delivered_at) "
+            "VALUES (?, ?, ?)",
+            (event_id, backend, now),
+        )
+
+    async def forget_delivered(self, before: float) -> int:
+        gone = self._conn.execute("DELETE FROM backend_delivered WHERE delivered_at < ?", (before,))
+        return int(gone.rowcount)
+
 
 class SqliteDeliveryReads:
     """The DeliveryReads protocol on a read connection."""

@@ -158,18 +158,21 @@ def _daily_table(report: Mapping[str, Any], channel: str) -> str:
     )
 
 
+def _stage_row(key: str, label: str, stage: Mapping[str, Any] | None) -> str:
+    if stage:
+        cells = "".join(f"<td>{human_duration(stage.get(k))}</td>" for k in ("p50", "p90", "mean"))
+    else:
+        cells = '<td colspan="3">no figures</td>'
+    return f'<tr data-stage="{escape(key)}"><th scope=row>{escape(label)}</th>{cells}</tr>'
+
+
 def _stages(ch: Mapping[str, Any]) -> str:
     stages = ch.get("stages") or {}
-    rows = []
-    for key, label in STAGES:
-        stage = stages.get(key)
-        if stage:
-            cells = "".join(
-                f"<td>{human_duration(stage.get(k))}</td>" for k in ("p50", "p90", "mean")
-            )
-        else:
-            cells = '<td colspan="3">no figures</td>'
-        rows.append(f'<tr data-stage="{key}"><th scope=row>{escape(label)}</th>{cells}</tr>')
+    rows = [_stage_row(STAGES[0][0], STAGES[0][1], stages.get(STAGES[0][0]))]
+    for backend, stage in sorted((stages.get("accepted_to_backend") or {}).items()):
+        label = f"Accepted → in {backend} (delivery)"
+        rows.append(_stage_row(f"accepted_to_backend.{backend}", label, stage))
+    rows.append(_stage_row(STAGES[1][0], STAGES[1][1], stages.get(STAGES[1][0])))
     return (
         "<h3>Where the time goes</h3>"
         '<table class="stages"><thead><tr><th scope=col>Stage</th><th scope=col>Median</th>'

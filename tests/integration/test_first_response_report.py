@@ -145,6 +145,7 @@ async def test_exact_figures_per_channel(make_daemon: Callable[..., Any]) -> Non
     assert figures(channels["webform"]) == (0, None, None, None, None, None)
     assert channels["webform"]["stages"] == {
         "customer_to_accepted": None,
+        "accepted_to_backend": {},  # no backend configured
         "accepted_to_reply": None,
     }
     assert channels["webform"]["breaches"] == 0
@@ -152,6 +153,7 @@ async def test_exact_figures_per_channel(make_daemon: Callable[..., Any]) -> Non
     # Where the time went: the customers' own clocks, then the team's.
     assert chat["stages"] == {
         "customer_to_accepted": {"p50": 4.0, "p90": 6.0, "mean": 4.0},
+        "accepted_to_backend": {},
         "accepted_to_reply": {"p50": 12.0, "p90": 20.0, "mean": 37 / 3},
     }
     assert email["stages"]["customer_to_accepted"] is None  # no Date was given

@@ -302,3 +302,38 @@ async def test_a_backend_down_holds_its_backlog_visibly_and_drains_when_back(
             assert time.monotonic() < deadline, seen
             await asyncio.sleep(0.05)
     assert seen["dead_letters"] == 0 and seen["reachable"] is True
+
+
+async def test_the_report_splits_the_wait_at_the_backends_delivery(make_daemon: Any) -> None:
+    """Accepted at T, in the backend at T+5 s (it was down until then), answered at T+12 s."""
+    from tests.conftest import free_port
+    from tests.integration.test_first_response_report import Clock
+
+    clock = Clock()
+    start = clock.now
+    consumer = WebhookConsumer(port=free_port())  # down at first
+    url = f"http://127.0.0.1:{consumer.port}"
+    live: LiveDaemon = await make_daemon(
+        backend(url, types='["helpline.message.inbound.v1"]'), clock=clock
+    )
+    _, ack, _ = await live.post("/v1/messages", message(1))
+    engine = live.daemon.board.engine("hook")
+    await until(lambda: engine is not None and engine.stats.retries >= 1)
+    clock.now = start + 5
+    with consumer:
+        await until(lambda: engine is not None and engine.stats.delivered == 1, timeout=15)
+    clock.now = start + 12
+    reply = {"text": "Answered.", "author": {"kind": "human", "name": "Ann"}}
+    status, _, _ = await live.post(f"/v1/conversations/{ack['conversation_id']}/replies", reply)
+    assert status == 201
+
+    async def report() -> dict[str, Any]:
+        _, body, _ = await live.get("/v1/reports/first-response?channel=api&since=1d")
+        return dict(body["channels"]["api"]["stages"])
+
+    deadline = time.monotonic() + 10
+    while (found := await report())["accepted_to_reply"] is None:
+        assert time.monotonic() < deadline, found
+        await asyncio.sleep(0.05)
+    assert found["accepted_to_backend"] == {"hook": {"p50": 5.0, "p90": 5.0, "mean": 5.0}}
+    assert found["accepted_to_reply"] == {"p50": 12.0, "p90": 12.0, "mean": 12.0}
