@@ -148,6 +148,11 @@ class RtApi:
         kind = "comment" if item.kind is ItemKind.NOTE else "correspond"
         body = await self._message(item)
         body["TxnCustomFields"] = {self.event_cf: item.event_id}
+        if item.kind is ItemKind.CUSTOMER:  # who wrote, and on which channel, in the history
+            who = item.customer.label if item.customer else "the customer"
+            body["Subject"] = f"{who} via {item.channel}" + (
+                f": {item.subject}" if item.subject else ""
+            )
         await self.client.request("POST", f"{REST}/ticket/{ticket_id}/{kind}", json=body)
 
     async def already_added(self, ticket_id: str, item: Item) -> bool:

@@ -529,3 +529,19 @@ async def _start_again(
     return await daemon_with_mail(
         make_daemon, relay[1], core=f"[backends.{NAME}]\n{driver.section()}\n", state_dir=state
     )
+
+
+async def test_a_customers_follow_up_names_its_sender_and_channel_in_the_history(
+    make_daemon: Any, driver: RtDriver, relay: tuple[Relay, int]
+) -> None:
+    live, port = await _start(make_daemon, driver, relay)
+    first = await customer_writes(live, port)  # email from ann@example.org
+    conversation = first["data"]["conversation_id"]
+    body = {"from": {"email": "ann@example.org", "name": "Ann"}, "text": "Also the fax."}
+    status, _, _ = await live.post("/v1/messages", body)
+    assert status == 201
+    ticket = await _ticket(driver, conversation)
+    await until(lambda: len(texts(driver.messages(ticket), "customer")) == 2, 30)
+    history = await asyncio.to_thread(driver.rt.history, ticket)
+    corresponds = [t for t in history if t["Type"] == "Correspond"]
+    assert [t["Data"].strip() for t in corresponds] == ["Ann via api"]
