@@ -20,12 +20,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
-from bench import api, identity, imap, machine, report, smtp
+from bench import api, backends, identity, imap, machine, report, smtp
 from bench.load import ensure_wrk, wrk_version
 from bench.procs import REPO_ROOT, BenchError
 
 BENCHMARKS: dict[str, Callable[..., report.Outcome]] = {
     "api": api.run,
+    "backends": backends.run,
     "identity": identity.run,
     "imap": imap.run,
     "smtp": smtp.run,
