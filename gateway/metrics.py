@@ -6,6 +6,7 @@ several daemons in one process and each /metrics shows only its own.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from prometheus_client import (
@@ -172,6 +173,7 @@ class Metrics:
             ["backend"],
             registry=r,
         )
+        self._backends: set[str] = set()
         for channel in CHANNELS:  # every series exists from the start, at zero
             self.ingested.labels(channel)
             self.duplicates.labels(channel)
@@ -180,9 +182,26 @@ class Metrics:
             self.fr_past.labels(channel)
             self.fr_breaches.labels(channel)
 
+    def forget_backends(self, keep: set[str]) -> None:
+        """Drop the series of backends no longer configured (removed on reload)."""
+        gauges = (
+            self.backend_lag_events,
+            self.backend_lag_seconds,
+            self.backend_in_flight,
+            self.backend_dead_letters,
+            self.backend_reachable,
+            self.backend_authenticated,
+        )
+        for name in self._backends - keep:
+            for gauge in gauges:
+                with contextlib.suppress(KeyError):  # a series never set for it
+                    gauge.remove(name)
+        self._backends &= keep
+
     def observe_backend(self, view: dict[str, Any]) -> None:
         """One backend's figures, from `GET /v1/backends` (board.BackendView.as_json)."""
         name = view["name"]
+        self._backends.add(name)
         self.backend_lag_events.labels(name).set(view["lag_events"])
         self.backend_lag_seconds.labels(name).set(view["lag_seconds"])
         self.backend_in_flight.labels(name).set(view["in_flight"])

@@ -204,13 +204,17 @@ class ChatwootBackend(HelpdeskBackend):
             # send it again (versions that retry webhooks do so on this 502).
             self.ctx.log.warning("backend.reply_attachment_failed", error=str(err))
             return problem(502, "attachment-unavailable", "Attachment not fetched", str(err))
-        ack = await self.agent_reply(
-            await self._ticket_for_reply(found),
-            text=found.text,
-            key=f"message:{found.message_id}",
-            author=found.author,
-            attachments=files,
-        )
+        try:
+            ack = await self.agent_reply(
+                await self._ticket_for_reply(found),
+                text=found.text,
+                key=f"message:{found.message_id}",
+                author=found.author,
+                attachments=files,
+            )
+        except DeliveryFailure as err:  # the conversation's create is not confirmed yet
+            self.ctx.log.info("backend.reply_not_yet", error=str(err), delivery=delivery)
+            return problem(503, "not-yet", "Not yet", str(err))
         if ack is None:
             return _answer({"status": "ignored", "reason": "not a helpline conversation"})
         return _answer({"status": "recorded", "event_id": ack.event_id, "duplicate": ack.duplicate})

@@ -54,6 +54,8 @@ def contact_identifier(customer: Customer, conversation_id: str) -> str:
         return f"hl_{customer.contact_id}"
     return f"hl_of_{conversation_id}"
 
+CACHED_CONTACTS = 10_000
+
 
 class ChatwootApi:
     """The five TicketApi calls, plus what the component's check and webhook need."""
@@ -215,8 +217,7 @@ class ChatwootApi:
         if local:
             ref = await self._handle.ref("user", local)
             if ref is not None and ref.remote_id:
-                self._contacts[local] = int(ref.remote_id)
-                return self._contacts[local]
+                return self._cache(local, int(ref.remote_id))
         identifier = contact_identifier(customer, conversation_id)
         body: dict[str, Any] = {
             "inbox_id": self._inbox,
@@ -245,8 +246,15 @@ class ChatwootApi:
                 raise PermanentFailure(f"POST /contacts: {_error(answer)}", status=422)
             self._log.info("backend.contact_adopted", contact_id=local, remote=contact, by=taken)
         if local:
-            self._contacts[local] = contact
+            self._cache(local, contact)
         return contact
+
+    def _cache(self, local: str, remote: int) -> int:
+        """Cache a contact's Chatwoot id; bounded (the user map in the store has them all)."""
+        if len(self._contacts) >= CACHED_CONTACTS:
+            self._contacts.clear()
+        self._contacts[local] = remote
+        return remote
 
     async def _known_contacts(self, customer: Customer, conversation_id: str) -> list[int]:
         """Every Chatwoot contact the conversation's ticket may hang on (for a lookup)."""
@@ -290,7 +298,7 @@ class ChatwootApi:
     async def _remember(self, local: str, remote: int) -> None:
         if not remote:
             return
-        self._contacts[local] = remote
+        self._cache(local, remote)
         await self._handle.put_ref(Ref("user", local, str(remote), "created"))
 
     async def _customer_of(self, conversation_id: str) -> Customer:

@@ -67,7 +67,7 @@ def verify(
         signed = body
     else:
         stamp = headers.get("X-Chatwoot-Timestamp", "")
-        if not stamp.isdigit():
+        if not (stamp.isascii() and stamp.isdigit()):
             raise Refused("no X-Chatwoot-Timestamp")
         if abs(now - int(stamp)) > tolerance:
             raise Refused(f"X-Chatwoot-Timestamp {stamp} is outside the tolerance window")
@@ -78,7 +78,7 @@ def verify(
 
 
 def _same(given: str, wanted: str) -> bool:
-    return hmac.compare_digest(given.encode(), wanted.encode())
+    return hmac.compare_digest(given.encode(errors="replace"), wanted.encode(errors="replace"))
 
 
 def agent_message(

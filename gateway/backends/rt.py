@@ -28,7 +28,7 @@ from gateway.backends.rt_api import REST, RtApi, sql
 from gateway.component import ComponentContext, ComponentState, Health
 from gateway.config_types import Secret
 from gateway.delivery.component import HelpdeskBackend
-from gateway.delivery.failures import DeliveryFailure
+from gateway.delivery.failures import DeliveryFailure, TemporaryFailure
 from gateway.delivery.http import JsonClient
 from gateway.delivery.settings import DeliverySection
 from gateway.delivery.tickets import TicketApi
@@ -227,6 +227,10 @@ class RtBackend(HelpdeskBackend):
         if txn.get("Type") != "Correspond" or txn.get("ObjectType") != "RT::Ticket":
             return
         if await self.handle.conversation_of_ticket(ticket) is None:
+            if await self.handle.creates_unanswered():
+                # Perhaps the ticket whose create is not confirmed yet: read this one
+                # again at the next poll (the cursor stays before it).
+                raise TemporaryFailure(f"ticket {ticket} is not mapped yet")
             return  # not one of helpline's tickets: no need to read it
         if not await self._privileged(str(creator.get("id") or creator.get("Name") or "")):
             return  # a requestor writing to RT directly (mail, self-service): not an agent

@@ -71,7 +71,7 @@ def verify(
         raise SignatureError(
             "missing Standard Webhooks headers (webhook-id, webhook-timestamp, webhook-signature)"
         )
-    if not stamp.isdigit():
+    if not (stamp.isascii() and stamp.isdigit()):
         raise SignatureError("webhook-timestamp is not integer unix seconds")
     timestamp = int(stamp)
     if abs(now - timestamp) > tolerance:
@@ -82,6 +82,6 @@ def verify(
     offered = [s for s in signatures.split(" ") if s.startswith("v1,")]
     for key in keys:
         expected = sign(key, webhook_id, timestamp, body)
-        if any(hmac.compare_digest(expected, candidate) for candidate in offered):
+        if any(hmac.compare_digest(expected.encode(), c.encode(errors="replace")) for c in offered):
             return webhook_id
     raise SignatureError("no webhook-signature matches the configured secret")

@@ -28,13 +28,14 @@ from gateway.backends.zendesk_api import ZendeskApi
 from gateway.component import ComponentContext
 from gateway.config_types import Secret
 from gateway.delivery.component import HelpdeskBackend
-from gateway.delivery.failures import DeliveryFailure, TemporaryFailure
+from gateway.delivery.failures import DeliveryFailure, PermanentFailure, TemporaryFailure
 from gateway.delivery.http import JsonClient
 from gateway.delivery.settings import DeliverySection
 from gateway.delivery.tickets import TicketApi
 from gateway.units import ByteSize, Duration
 
 Order = Literal["timestamp+body", "body+timestamp"]
+ROLES_CACHED = 1000
 
 
 class ZendeskConfig(DeliverySection):
@@ -75,6 +76,7 @@ class ZendeskBackend(HelpdeskBackend):
         self._client: JsonClient | None = None
         self._api: ZendeskApi | None = None
         self._me: int | None = None
+        self._roles: dict[int, str] = {}  # user id -> role, for telling agents apart
 
     def make_api(self, ctx: ComponentContext) -> TicketApi:
         cfg = self.config
@@ -146,7 +148,7 @@ class ZendeskBackend(HelpdeskBackend):
         if self.config.signature_order == "body+timestamp":
             signed = body + stamp.encode()
         mac = hmac.new(secret.get_secret_value().encode(), signed, hashlib.sha256).digest()
-        if not hmac.compare_digest(base64.b64encode(mac).decode(), signature):
+        if not hmac.compare_digest(base64.b64encode(mac), signature.encode(errors="replace")):
             return "the webhook signature does not match the configured secret"
         return None
 
@@ -165,7 +167,7 @@ class ZendeskBackend(HelpdeskBackend):
             comment_id = int(comment["id"])
             if comment_id <= seen:
                 continue
-            if self._is_agent_answer(comment, ticket):
+            if self._is_agent_answer(comment, ticket) and await self._is_agent(comment):
                 await self.agent_reply(
                     ticket_id,
                     text=comment.get("plain_body") or comment.get("body") or "",
@@ -187,6 +189,18 @@ class ZendeskBackend(HelpdeskBackend):
             and author != ticket.get("requester_id")
         )
 
+    async def _is_agent(self, comment: dict[str, Any]) -> bool:
+        """Whether the author is an agent: an end user other than the requester (a CC,
+        or a customer helpline posted for) never answers for the team."""
+        author = int(comment["author_id"])
+        known = self._roles.get(author)
+        if known is None:
+            known = await self.api.role(str(author))
+            if len(self._roles) >= ROLES_CACHED:
+                self._roles.clear()
+            self._roles[author] = known
+        return known in ("agent", "admin")
+
     async def _files(self, comment: dict[str, Any]) -> list[NewAttachment]:
         files = []
         for att in comment.get("attachments") or []:
@@ -194,7 +208,11 @@ class ZendeskBackend(HelpdeskBackend):
             url = att.get("content_url")
             if not url or size > self.config.max_attachment_size:
                 continue
-            data = await self.api.download(url, self.config.max_attachment_size)
+            try:
+                data = await self.api.download(url, self.config.max_attachment_size)
+            except PermanentFailure as err:  # gone or larger than said: the text still goes
+                self.ctx.log.warning("backend.attachment_skipped", url=url, error=str(err))
+                continue
             files.append(
                 NewAttachment(
                     filename=att.get("file_name"),

@@ -195,6 +195,11 @@ class ZendeskApi:
             params = None
         return found
 
+    async def role(self, user_id: str) -> str:
+        """A user's role: "end-user", "agent" or "admin"."""
+        answer = await self._http.request("GET", f"/api/v2/users/{user_id}")
+        return str(((answer.body or {}).get("user") or {}).get("role") or "end-user")
+
     async def ticket(self, ticket_id: str) -> dict[str, Any]:
         answer = await self._http.request("GET", f"/api/v2/tickets/{ticket_id}")
         return dict(answer.body["ticket"])

@@ -24,6 +24,9 @@ from gateway.store.delivery import DeadLetter, Ref, RefKind
 from gateway.store.records import ts
 from gateway.stream import StreamReader
 
+# A create tried longer ago than this with no answer yet is not what a webhook is about.
+UNANSWERED_FOR = 3600.0
+
 
 @dataclass(frozen=True, slots=True)
 class BackendView:
@@ -165,7 +168,8 @@ class BackendHandle:
     async def creates_unanswered(self) -> bool:
         """Whether some ticket create still waits for its answer: a webhook about a ticket
         helpline does not know yet may be about that one (ask the sender to retry)."""
-        return await self._board.store.delivery.pending_refs(self.name, "ticket") > 0
+        since = self._board.clock() - UNANSWERED_FOR
+        return await self._board.store.delivery.pending_refs(self.name, "ticket", since) > 0
 
 
 class DeliveryBoard:

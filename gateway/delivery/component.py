@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
+import nh3
 from aiohttp import web
 from pydantic import BaseModel
 
@@ -170,7 +171,7 @@ class HelpdeskBackend:
                     conversation_id=conversation,
                     source=self.source,
                     text=text,
-                    html=html,
+                    html=nh3.clean(html) if html else None,  # a helpdesk's HTML, made safe
                     internal=internal,
                     author=Author(kind="human", name=author),
                     idempotency=IdempotencyKey(f"backend:{self.name}", key, digest, key),

@@ -19,11 +19,7 @@ import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any, Protocol
 
-import orjson
 import structlog
 
 from gateway.component import ComponentState
@@ -35,104 +31,26 @@ from gateway.delivery.failures import (
     TemporaryFailure,
     Unauthorized,
 )
+from gateway.delivery.model import (
+    Attempt,
+    Commit,
+    DeliveryStats,
+    QueuedItem,
+    Sink,
+    StreamEvent,
+)
 from gateway.delivery.settings import DeliverySection
-from gateway.events import with_offset
 from gateway.store import Store, StoreError, Tx
 from gateway.store.delivery import DeadLetter, Position
 from gateway.stream import StreamReader
+
+__all__ = ["Attempt", "Commit", "DeliveryEngine", "DeliveryStats", "Sink", "StreamEvent"]
 
 BATCH = 200
 # Events that can start a first-response clock: their delivery time is its middle stage.
 STAGE_TYPES = frozenset(("helpline.message.inbound.v1", "helpline.call.ringing.v1"))
 IDLE_WAIT = 5.0  # how often an idle engine looks for dead letters to replay
 POSITION_EVERY = 1.0  # an idle low-water mark is saved at most this often
-
-Commit = Callable[[Tx], Awaitable[None]]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamEvent:
-    """One event of the stream as a sink sees it: the CloudEvent parsed once."""
-
-    offset: int
-    id: str
-    type: str
-    source: str
-    time: float
-    conversation_id: str | None
-    contact_id: str | None
-    data: dict[str, Any]
-    body: bytes  # the CloudEvent as JSON, with its offset
-
-    @classmethod
-    def parse(cls, offset: int, stored: bytes) -> StreamEvent:
-        """From the envelope as the store holds it (without its offset)."""
-        body = with_offset(offset, stored)
-        event = orjson.loads(body)
-        data = event.get("data") or {}
-        subject = event.get("subject")
-        conversation = data.get("conversation_id") if isinstance(data, dict) else None
-        return cls(
-            offset=offset,
-            id=event["id"],
-            type=event["type"],
-            source=event.get("source", ""),
-            time=datetime.fromisoformat(event["time"]).timestamp(),
-            conversation_id=conversation or (subject if subject else None),
-            contact_id=data.get("contact_id") if isinstance(data, dict) else None,
-            data=data if isinstance(data, dict) else {},
-            body=body,
-        )
-
-    @property
-    def lane(self) -> str:
-        if self.conversation_id:
-            return self.conversation_id
-        return f"contact:{self.contact_id}" if self.contact_id else "-"
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    number: int
-    # A previous attempt may have reached the backend (an ambiguous failure, or a crash
-    # after it was sent): look before creating again.
-    maybe_sent: bool
-
-
-class Sink(Protocol):
-    """What a backend gives the engine: which events it takes, and how one is delivered."""
-
-    def wants(self, event: StreamEvent) -> bool: ...
-
-    async def deliver(self, event: StreamEvent, attempt: Attempt) -> Commit | None:
-        """Deliver or raise a DeliveryFailure; the returned writes commit with the finish."""
-        ...
-
-
-@dataclass
-class DeliveryStats:
-    """The engine's live figures, for /readyz, /metrics and `helpline backends`."""
-
-    state: ComponentState = ComponentState.STARTING
-    last_error: str | None = None
-    low_water: int = 0
-    frontier: int = 0
-    queued: int = 0
-    in_flight: int = 0
-    delivered: int = 0
-    retries: int = 0
-    parked: int = 0
-    adopted: int = 0
-    reachable: bool | None = None  # None: not tried yet
-    authenticated: bool | None = None
-    oldest_pending_at: float | None = None
-    counters: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class _Item:
-    event: StreamEvent
-    replay: bool = False
 
 
 class DeliveryEngine:
@@ -156,7 +74,7 @@ class DeliveryEngine:
         self._log = log or structlog.get_logger("gateway.delivery").bind(backend=name)
         self._clock = clock
         self.stats = DeliveryStats()
-        self._lanes: dict[str, deque[_Item]] = {}
+        self._lanes: dict[str, deque[QueuedItem]] = {}
         self._busy: set[str] = set()
         self._ready: asyncio.Queue[str] = asyncio.Queue()
         self._pending: set[int] = set()
@@ -236,6 +154,9 @@ class DeliveryEngine:
 
     async def _dispatch(self) -> None:
         while not self._closing:
+            if self._poked.is_set():  # an operator asked for a replay: not after the backlog
+                self._poked.clear()
+                await self._take_replays()
             if len(self._pending) + len(self._replaying) >= self._settings.max_queued:
                 self._space.clear()
                 await self._space.wait()
@@ -251,21 +172,41 @@ class DeliveryEngine:
                 continue
             last = batch[-1][0]
             if last > self._dispatched:
-                await self._write(self._dispatched_to(last))
-                self._dispatched = last
+                # Reserved ahead, so the durable mark costs one write per max_queued events,
+                # not one per batch; after a crash, up to that many events never sent are
+                # looked up before they are created (harmless, and bounded).
+                mark = last + self._settings.max_queued
+                await self._write(self._dispatched_to(mark))
+                self._dispatched = mark
             for offset, body in batch:
                 self._frontier = offset
                 if offset in self._done_above:
                     self._done_above.discard(offset)
                     continue
-                event = StreamEvent.parse(offset, body)
-                if event.source == self.own_source or not self._sink.wants(event):
+                event = self._parse(offset, body)
+                if event is None or event.source == self.own_source:
+                    continue
+                if not self._wanted(event):
                     continue
                 self._pending.add(offset)
                 heapq.heappush(self._heap, offset)
                 self._times[offset] = event.time
-                self._enqueue(_Item(event))
+                self._enqueue(QueuedItem(event))
             self.stats.frontier = self._frontier
+
+    def _parse(self, offset: int, body: bytes) -> StreamEvent | None:
+        try:
+            return StreamEvent.parse(offset, body)
+        except (ValueError, KeyError, TypeError) as err:  # a malformed envelope: not ours to fix
+            self._log.error("backend.unreadable_event", offset=offset, error=str(err))
+            return None
+
+    def _wanted(self, event: StreamEvent) -> bool:
+        try:
+            return self._sink.wants(event)
+        except Exception:  # noqa: BLE001 - a sink's bug skips one event, never the backend
+            self._log.exception("backend.wants_failed", offset=event.offset, event_id=event.id)
+            return False
 
     def _dispatched_to(self, offset: int) -> Callable[[Tx], Awaitable[None]]:
         now = self._clock()
@@ -309,8 +250,11 @@ class DeliveryEngine:
             if body is None:  # the stream no longer holds it (erased): nothing to send
                 await self._write(self._unparked(letter.offset))
                 continue
+            event = self._parse(letter.offset, body)
+            if event is None:
+                continue
             self._replaying.add(letter.offset)
-            self._enqueue(_Item(StreamEvent.parse(letter.offset, body), replay=True))
+            self._enqueue(QueuedItem(event, replay=True))
             self._log.info("backend.replaying", offset=letter.offset, event_id=letter.event_id)
 
     def _unparked(self, offset: int) -> Callable[[Tx], Awaitable[None]]:
@@ -319,7 +263,7 @@ class DeliveryEngine:
 
         return unit
 
-    def _enqueue(self, item: _Item) -> None:
+    def _enqueue(self, item: QueuedItem) -> None:
         lane = item.event.lane
         queue = self._lanes.get(lane)
         if queue is None:
@@ -339,6 +283,12 @@ class DeliveryEngine:
             self._idle.clear()
             try:
                 await self._handle(queue[0])
+            except Exception as err:  # noqa: BLE001 - recording what finished failed
+                # The event stays unfinished (the low-water mark holds, the lag shows);
+                # the worker goes on with other lanes rather than dying unseen.
+                self._log.exception("backend.worker_error", offset=queue[0].event.offset)
+                self.stats.state = ComponentState.DEGRADED
+                self.stats.last_error = f"internal error: {type(err).__name__}: {err}"
             finally:
                 queue.popleft()
                 self._busy.discard(lane)
@@ -357,7 +307,7 @@ class DeliveryEngine:
         self.stats.oldest_pending_at = self._times.get(first) if self._pending else None
 
     # -- one event ---------------------------------------------------------
-    async def _handle(self, item: _Item) -> None:
+    async def _handle(self, item: QueuedItem) -> None:
         event = item.event
         maybe_sent = item.replay or event.offset <= self._maybe_sent_upto
         number = 1
@@ -430,7 +380,7 @@ class DeliveryEngine:
             self.stats.state = ComponentState.RUNNING
             self.stats.last_error = None
 
-    async def _finish(self, item: _Item, commit: Commit | None) -> None:
+    async def _finish(self, item: QueuedItem, commit: Commit | None) -> None:
         event = item.event
         self._succeeded()
 
@@ -450,9 +400,10 @@ class DeliveryEngine:
         self._release(item)
         self.stats.delivered += 1
 
-    async def _park(self, item: _Item, status: int | None, error: str, attempts: int) -> None:
+    async def _park(self, item: QueuedItem, status: int | None, error: str, attempts: int) -> None:
         event = item.event
-        self._succeeded()  # the backend answered: it is up
+        if status is not None:
+            self._succeeded()  # the backend answered: it is up
         letter = DeadLetter(
             backend=self.name,
             offset=event.offset,
@@ -488,13 +439,17 @@ class DeliveryEngine:
         low = min(rest) - 1 if rest else self._frontier
         await tx.finish_event(self.name, offset, low, self._clock())
 
-    def _release(self, item: _Item) -> None:
+    def _release(self, item: QueuedItem) -> None:
         offset = item.event.offset
         if item.replay:
             self._replaying.discard(offset)
         else:
             self._pending.discard(offset)
             self._times.pop(offset, None)
+            if len(self._heap) > 4 * len(self._pending) + 64:
+                # One event retrying for long holds the heap's top: finished offsets
+                # behind it would pile up, so rebuild from what is really pending.
+                self._heap = sorted(self._pending)
             low = self._low_water()
             self._saved_low = max(self._saved_low, low)
             self.stats.low_water = low

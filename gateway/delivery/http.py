@@ -113,7 +113,11 @@ class JsonClient:
                 failure = classify(response.status, response.headers, f"GET {url}")
                 if failure is not None:
                     raise failure
-                data = await response.content.read(limit + 1)
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    data += chunk
+                    if len(data) > limit:
+                        raise PermanentFailure(f"{url}: the file is larger than {limit} bytes")
         except aiohttp.ClientConnectorError as err:
             raise TemporaryFailure(f"cannot connect to {url}: {err}", reachable=False) from err
         except (TimeoutError, aiohttp.ClientError) as err:
@@ -121,9 +125,7 @@ class JsonClient:
         finally:
             if not same_origin:
                 await session.close()
-        if len(data) > limit:
-            raise PermanentFailure(f"{url}: the file is larger than {limit} bytes")
-        return data
+        return bytes(data)
 
 
 def _parse(raw: bytes) -> Any:

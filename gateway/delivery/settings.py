@@ -24,4 +24,4 @@ class DeliverySection(Section):
     timeout: Duration = Field(default=15.0, gt=0)
     # Temporary failures retry after retry_base, doubling, with jitter, up to retry_cap.
     retry_base: Duration = Field(default=1.0, gt=0)
-    retry_cap: Duration = Field(default=300.0, gt=0)
+    retry_cap: Duration = Field(default=60.0, gt=0)

@@ -14,6 +14,7 @@ change a ticket (`TicketApi`).
 from __future__ import annotations
 
 import contextlib
+from collections import OrderedDict
 from typing import Protocol, runtime_checkable
 
 import structlog
@@ -30,7 +31,10 @@ from gateway.delivery.items import (
     item_of,
     merge_of,
 )
+from gateway.store import Tx
 from gateway.store.delivery import Ref
+
+CACHED_TICKETS = 10_000
 
 
 class TicketApi(Protocol):
@@ -75,7 +79,7 @@ class TicketSink:
         self._api = api
         self._handle = handle
         self._log = log
-        self._tickets: dict[str, Ref] = {}
+        self._tickets: OrderedDict[str, Ref] = OrderedDict()  # recent ones; the store has all
         self.duplicates = 0  # conversations found with several tickets (made outside helpline)
         self.adopted = 0  # creates resolved by a lookup
 
@@ -89,7 +93,7 @@ class TicketSink:
         if ref is None:
             ref = await self._handle.ref("ticket", conversation_id)
             if ref is not None and ref.state == "created":
-                self._tickets[conversation_id] = ref
+                self._remember(ref)
         return ref
 
     async def deliver(self, event: StreamEvent, attempt: Attempt) -> Commit | None:
@@ -103,8 +107,13 @@ class TicketSink:
         ref = await self.ticket_of(item.conversation_id)
         if ref is not None and ref.state == "created" and ref.remote_id is not None:
             return await self._add(ref.remote_id, item, attempt)
-        if item.kind is ItemKind.STATUS and ref is None:
-            return None  # no ticket to resolve or reopen
+        if item.kind is ItemKind.STATUS:
+            # Never a ticket made for a status: only one that exists is resolved or reopened.
+            found = await self._lookup(item) if ref is not None else None
+            if found is None:
+                return None
+            await self._adopt(item.conversation_id, found, ref.event_id if ref else None)
+            return await self._add(found, item, attempt)
         customer = await self._customer(item, event)
         fresh = ref is None
         if ref is None:
@@ -113,11 +122,11 @@ class TicketSink:
         if not fresh:
             found = await self._lookup(item)
             if found is not None:
-                commit = self._created(item.conversation_id, found, ref.event_id)
-                if ref.event_id == item.event_id:
-                    return commit  # this very event's create went through
-                await self._add(found, item, attempt)
-                return commit
+                if ref.event_id == item.event_id:  # this very event's create went through
+                    return self._created(item.conversation_id, found, ref.event_id)
+                # Another event's create went through: keep that before adding this one.
+                await self._adopt(item.conversation_id, found, ref.event_id)
+                return await self._add(found, item, attempt)
         try:
             ticket = await self._api.create_ticket(item, customer)
         except AlreadyExists:
@@ -150,9 +159,27 @@ class TicketSink:
         return found[0]
 
     def _created(self, conversation_id: str, ticket: str, event_id: str | None) -> Commit:
+        """The map row, written in the transaction that finishes the event; remembered
+        here only once that transaction runs."""
         ref = Ref("ticket", conversation_id, ticket, "created", event_id)
-        self._tickets[conversation_id] = ref
-        return self._handle.ref_commit(ref)
+        write = self._handle.ref_commit(ref)
+
+        async def commit(tx: Tx) -> None:
+            await write(tx)
+            self._remember(ref)
+
+        return commit
+
+    async def _adopt(self, conversation_id: str, ticket: str, event_id: str | None) -> None:
+        ref = Ref("ticket", conversation_id, ticket, "created", event_id)
+        await self._handle.put_ref(ref)
+        self._remember(ref)
+
+    def _remember(self, ref: Ref) -> None:
+        self._tickets[ref.local_id] = ref
+        self._tickets.move_to_end(ref.local_id)
+        while len(self._tickets) > CACHED_TICKETS:
+            self._tickets.popitem(last=False)
 
     async def _add(self, ticket: str, item: Item, attempt: Attempt) -> Commit | None:
         if item.kind is ItemKind.STATUS:

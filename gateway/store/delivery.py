@@ -96,8 +96,9 @@ class DeliveryReads(Protocol):
 
     async def ref_by_remote(self, backend: str, kind: RefKind, remote_id: str) -> Ref | None: ...
 
-    async def pending_refs(self, backend: str, kind: RefKind) -> int:
-        """How many creates of this backend have no known answer yet."""
+    async def pending_refs(self, backend: str, kind: RefKind, since: float) -> int:
+        """How many creates of this backend, tried since `since`, have no known answer
+        yet (a create parked as a dead letter is not waiting for one)."""
         ...
 
     async def dead_letters(

@@ -170,11 +170,13 @@ class SqliteDeliveryReads:
         ).fetchone()
         return _ref(row) if row else None
 
-    async def pending_refs(self, backend: str, kind: RefKind) -> int:
+    async def pending_refs(self, backend: str, kind: RefKind, since: float) -> int:
         row = self._conn.execute(
-            "SELECT count(*) FROM backend_refs "
-            "WHERE backend = ? AND kind = ? AND state = 'pending'",
-            (backend, kind),
+            "SELECT count(*) FROM backend_refs r "
+            "WHERE r.backend = ? AND r.kind = ? AND r.state = 'pending' AND r.updated_at >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM dead_letters d "
+            "WHERE d.backend = r.backend AND d.event_id = r.event_id)",
+            (backend, kind, since),
         ).fetchone()
         return int(row[0])
 

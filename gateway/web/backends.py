@@ -23,7 +23,7 @@ def _board(request: web.Request) -> DeliveryBoard:
 
 def _offset(request: web.Request) -> int:
     raw = request.match_info["offset"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()):
         raise InvalidInput("offset", f"must be a stream offset (a whole number), not {raw[:40]!r}")
     return int(raw)
 

@@ -62,7 +62,9 @@ async def metrics(request: web.Request) -> web.Response:
     keys, oldest = await ctx.store.idempotency_stats()
     ctx.metrics.idempotency_keys.set(keys)
     ctx.metrics.idempotency_oldest.set(ctx.ingestor.now() - oldest if oldest is not None else 0)
-    for name in ctx.board.names():
+    names = ctx.board.names()
+    ctx.metrics.forget_backends(set(names))
+    for name in names:
         ctx.metrics.observe_backend((await ctx.board.view(name)).as_json())
     return web.Response(
         body=ctx.metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST}

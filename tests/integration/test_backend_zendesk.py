@@ -186,12 +186,14 @@ async def test_attachments_travel_both_ways(
     assert att["file_name"] == "photo.png"
     assert fake.attachment_content(att["id"]).startswith(b"\x89PNG")
 
-    manual = ("manual.pdf", "application/pdf", b"%PDF-1.4 manual")
-    fake.agent_reply(ticket["id"], "Here is the manual.", attachments=[manual])
+    pdf = b"%PDF-1.4 " + bytes(range(256)) * 1600  # 400 KB: many network chunks
+    fake.agent_reply(
+        ticket["id"], "Here is the manual.", attachments=[("manual.pdf", "application/pdf", pdf)]
+    )
     await until(lambda: len(relay[0].received) == 1)
     [mailed] = relay[0].received
     files = [(p.get_filename(), p.get_content()) for p in mailed.iter_attachments()]
-    assert files == [("manual.pdf", b"%PDF-1.4 manual")]
+    assert files == [("manual.pdf", pdf)]
 
 
 async def test_wrong_credentials_degrade_the_backend_and_park_nothing(
