@@ -21,7 +21,7 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 
-from gateway import __version__, cli_backends
+from gateway import __version__, cli_backends, cli_ops
 from gateway.config import CHANNELS, Config, ConfigError, load_config, token_value
 from gateway.store import SchemaTooNew, StoreError
 from gateway.web.auth import token_path
@@ -438,6 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
     first.add_argument("--token", help="API token (default: $HELPLINE_TOKEN or the state dir)")
     first.set_defaults(func=cmd_report)
     cli_backends.add_parsers(sub, common, _against_daemon, _client, human_seconds)
+    cli_ops.add_parsers(sub, common, _config_path, _state_dir, _report_config_error)
     return parser
 
 
