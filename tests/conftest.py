@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -135,7 +136,7 @@ def validate_store(path: Path) -> None:
 
     if not path.exists():
         return
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         rows = db.execute("SELECT seq, body FROM events ORDER BY seq").fetchall()
     for seq, body in rows:
         validate_event(orjson.loads(with_offset(seq, bytes(body))))
