@@ -64,6 +64,7 @@ def _report_config_error(err: ConfigError) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.daemon import Daemon
+    from gateway.socket_activation import SocketActivationError
 
     try:
         config = load_config(_config_path(args))
@@ -73,7 +74,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     daemon = Daemon(config, _state_dir(args), config_path=_config_path(args))
     try:
         return asyncio.run(daemon.run())
-    except SchemaTooNew as err:
+    except (SchemaTooNew, SocketActivationError) as err:
         print(f"helpline: {err}", file=sys.stderr)
         return EX_CONFIG
     except (StoreError, OSError) as err:

@@ -3,6 +3,11 @@
 A secret is written as the value itself, or as `{ file = "PATH" }` or
 `{ env = "NAME" }` so that it need not sit in the config file; systemd's
 `$CREDENTIALS_DIRECTORY` is expanded in file paths (LoadCredential=).
+
+A listen address is "HOST:PORT", "unix:PATH", or "systemd:NAME": the listening
+socket systemd passed under that FileDescriptorName= (socket activation), which
+lets helpline serve port 25 without privileges and restart without refusing a
+connection.
 """
 
 from __future__ import annotations
@@ -62,17 +67,25 @@ Secret = Annotated[SecretStr, BeforeValidator(_resolve_secret)]
 
 @dataclass(frozen=True, slots=True)
 class ListenAddress:
-    """Where a listener binds: TCP host and port, or a unix socket path."""
+    """Where a listener binds: TCP host and port, a unix socket path, or the name of a
+    socket systemd passed (then nothing is bound: the socket is taken as it is)."""
 
     host: str = ""
     port: int = 0
     path: str = ""
+    fd_name: str = ""
 
     @property
     def is_unix(self) -> bool:
         return bool(self.path)
 
+    @property
+    def is_systemd(self) -> bool:
+        return bool(self.fd_name)
+
     def __str__(self) -> str:
+        if self.fd_name:
+            return f"systemd:{self.fd_name}"
         if self.path:
             return f"unix:{self.path}"
         host = f"[{self.host}]" if ":" in self.host else self.host
@@ -83,7 +96,9 @@ def parse_listen(value: Any) -> ListenAddress:
     if isinstance(value, ListenAddress):
         return value
     if not isinstance(value, str) or not value:
-        raise ValueError('a listen address is "HOST:PORT" or "unix:PATH"')
+        raise ValueError('a listen address is "HOST:PORT", "unix:PATH" or "systemd:NAME"')
+    if value.startswith("systemd:"):
+        return ListenAddress(fd_name=_fd_name(value))
     if value.startswith("unix:"):
         path = value[5:]
         if not path.startswith("/"):
@@ -91,12 +106,27 @@ def parse_listen(value: Any) -> ListenAddress:
         return ListenAddress(path=path)
     host, sep, port_text = value.rpartition(":")
     if not sep or not host:
-        raise ValueError(f'{value!r} is not "HOST:PORT" or "unix:PATH"')
+        raise ValueError(f'{value!r} is not "HOST:PORT", "unix:PATH" or "systemd:NAME"')
     if host.startswith("[") and host.endswith("]"):
         host = host[1:-1]
     if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
         raise ValueError(f"{value!r}: the port must be a number from 0 to 65535")
     return ListenAddress(host=host, port=int(port_text))
+
+
+def _fd_name(value: str) -> str:
+    """The NAME of "systemd:NAME", checked as systemd checks FileDescriptorName=."""
+    name = value[len("systemd:") :]
+    if not name:
+        raise ValueError(
+            f"{value!r}: name the socket, as its unit's FileDescriptorName= does "
+            '(e.g. "systemd:smtp")'
+        )
+    if len(name) > 255 or any(not " " <= c <= "~" or c == ":" for c in name):
+        raise ValueError(
+            f"{value!r}: a socket name is 1 to 255 printable ASCII characters without ':'"
+        )
+    return name
 
 
 Listen = Annotated[ListenAddress, BeforeValidator(parse_listen)]

@@ -3,13 +3,17 @@
 Signal handlers only record; this module's loop acts on them. Shutdown runs
 in one bounded order: stop accepting, let in-flight requests and components
 finish (up to [daemon] drain_timeout), then commit what was accepted and
-close the store. A second SIGTERM or SIGINT skips the wait.
+close the store. A second SIGTERM or SIGINT skips the wait. Under systemd it
+reports READY/STATUS/RELOADING/STOPPING and pings the watchdog (gateway.service),
+and serves on the sockets systemd passed where the config says "systemd:NAME"
+(gateway.socket_activation).
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,7 +23,7 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from gateway import registry, reload
+from gateway import registry, reload, socket_activation
 from gateway.component import ComponentContext, ComponentState
 from gateway.config import Config, ConfigError, load_config
 from gateway.delivery.board import DeliveryBoard
@@ -28,6 +32,7 @@ from gateway.first_response.tracker import FirstResponseTracker
 from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
+from gateway.service import Service
 from gateway.store import Tx, sqlite_path
 from gateway.store.sqlite import SqliteStore
 from gateway.stream import StreamNotifier, StreamReader
@@ -40,6 +45,9 @@ from gateway.web.proxies import ProxyRules
 
 IDEMPOTENCY_SWEEP_INTERVAL = 3600.0
 FIRST_SWEEP = 60.0  # not in the way of a start-up backlog
+# At stop, how long a connection accepted just before has to send its request; what
+# keeps a restart on systemd's held sockets from resetting a connection.
+ACCEPT_GRACE = 0.25
 
 log = structlog.get_logger("gateway.daemon")
 
@@ -68,6 +76,7 @@ class Daemon:
         self._runner: web.AppRunner | None = None
         self._sweeper: asyncio.Task[None] | None = None
         self.ready = asyncio.Event()
+        self.service = Service()
 
     async def run(self) -> int:
         """Serve until SIGTERM or SIGINT; the exit status is 0 after a clean drain."""
@@ -78,7 +87,9 @@ class Daemon:
                 await self._wait_for_signal()
                 if self._reload.is_set() and not self._stop.is_set():
                     self._reload.clear()
+                    self.service.reloading()
                     await self.reload()
+                    await self.service.reloaded()
         finally:
             await self.stop()
         return 0
@@ -105,6 +116,7 @@ class Daemon:
     async def start(self) -> None:
         """Open the store and start serving; returns once HTTP accepts (READY)."""
         core = self.config.core
+        self.sockets = socket_activation.for_config(self.config)
         self.store = SqliteStore(
             sqlite_path(core.store.url, self.state_dir),
             durability=core.store.durability,
@@ -155,6 +167,8 @@ class Daemon:
         for spec in self.config.components:
             await self._start_component(spec)
         self._sweeper = asyncio.create_task(self._maintain(), name="maintenance")
+        self.sockets.warn_unused()
+        self.service.start(self.readiness, self.board)
         self.ready.set()
         log.info(
             "daemon.ready",
@@ -174,14 +188,23 @@ class Daemon:
             access_log=None,
         )
         await self._runner.setup()
-        site: web.BaseSite
-        if http.listen.is_unix:
-            site = web.UnixSite(self._runner, http.listen.path)
+        sites: list[web.BaseSite]
+        if http.listen.is_systemd:
+            # systemd's backlog (Backlog=) is kept: listen() only caps it at somaxconn.
+            sites = [
+                web.SockSite(self._runner, sock, backlog=socket.SOMAXCONN)
+                for sock in self.sockets.take(http.listen.fd_name)
+            ]
+        elif http.listen.is_unix:
+            sites = [web.UnixSite(self._runner, http.listen.path)]
         else:
-            site = web.TCPSite(self._runner, http.listen.host, http.listen.port, reuse_address=True)
-        await site.start()
+            sites = [
+                web.TCPSite(self._runner, http.listen.host, http.listen.port, reuse_address=True)
+            ]
+        for site in sites:
+            await site.start()
+            log.info("http.listening", address=site.name, listen=str(http.listen))
         self._listening = True
-        log.info("http.listening", address=site.name)
 
     def _context_for(self, supervisor: Supervisor) -> ComponentContext:
         return ComponentContext(
@@ -340,19 +363,31 @@ class Daemon:
         elif task.exception() is not None:
             log.error("daemon.shutdown_step_failed", step=what, error=str(task.exception()))
 
+    @staticmethod
+    async def _stop_http(runner: web.AppRunner) -> None:
+        """Stop accepting, give connections accepted a moment ago the time to send their
+        request (aiohttp closes a connection without one at once), then drain the rest."""
+        for site in list(runner.sites):
+            await site.stop()
+        if runner.server is not None and runner.server.connections:
+            await asyncio.sleep(ACCEPT_GRACE)
+        await runner.cleanup()
+
     async def stop(self) -> None:
         """The bounded shutdown order: stop accepting, drain, commit, close the store."""
         log.info("daemon.stopping", drain_timeout=self.config.core.daemon.drain_timeout)
+        self.service.stopping()
         started = time.monotonic()
         if self._sweeper is not None:
             self._sweeper.cancel()
         steps = [self._stop_component(key) for key in list(self._supervisors)]
         if self._runner is not None:
-            steps.append(self._runner.cleanup())
+            steps.append(self._stop_http(self._runner))
         self._listening = False
         await self._bounded(asyncio.gather(*steps), "drain")
         await self.first_response.stop()
         await self._bounded(self.store.close(), "store")
+        await self.service.close()
         log.info(
             "daemon.stopped",
             seconds=round(time.monotonic() - started, 3),

@@ -1,6 +1,7 @@
 """The `smtp` and `lmtp` connector types: aiosmtpd on the daemon's own event loop.
 
-`smtp` takes mail directly (default 127.0.0.1:2525; port 25 through systemd);
+`smtp` takes mail directly (default 127.0.0.1:2525; port 25 through systemd: with
+`listen = "systemd:NAME"` it serves on the socket helpline.socket passed, binding nothing);
 `lmtp` sits behind an existing MTA (Postfix's `lmtp:` transport) on TCP or a
 unix socket and answers once per recipient. LMTP is the same component with
 another protocol class and reply shape, not a branch through the code.
@@ -28,6 +29,7 @@ from connectors.mail.backlog import Backlog
 from connectors.mail.hooks import MailHandler, RecipientPolicy
 from connectors.mail.normalize import MailIntake
 from connectors.mail.smtp_protocol import FastLMTP, FastSMTP, session_factory
+from gateway import socket_activation
 from gateway.component import ComponentContext, ComponentState, Health, PermanentStartError
 from gateway.config_types import Listen, ListenAddress, Secret, Section, parse_listen
 from gateway.units import ByteSize, Duration
@@ -164,7 +166,7 @@ class SmtpConnector:
     def __init__(self, name: str, config: SmtpConfig) -> None:
         self.name = name
         self.config = config
-        self._server: asyncio.AbstractServer | None = None
+        self._servers: list[asyncio.AbstractServer] = []
         self._handler: MailHandler | None = None
         self._backlog: Backlog | None = None
         self._limits = ConnectionLimits(config.max_connections, config.max_connections_per_client)
@@ -217,7 +219,9 @@ class SmtpConnector:
 
         loop = asyncio.get_running_loop()
         try:
-            self._server = await self._listen(loop, make, cfg.listen)
+            self._servers = await self._listen(loop, make, cfg.listen)
+        except socket_activation.SocketActivationError as err:
+            raise PermanentStartError(str(err)) from err
         except OSError as err:
             raise PermanentStartError(f"cannot listen on {cfg.listen}: {err.strerror}") from err
         ctx.log.info("mail.listening", address=str(cfg.listen), lmtp=self.lmtp)
@@ -239,16 +243,23 @@ class SmtpConnector:
     @staticmethod
     async def _listen(
         loop: asyncio.AbstractEventLoop, make: Any, where: ListenAddress
-    ) -> asyncio.AbstractServer:
+    ) -> list[asyncio.AbstractServer]:
+        if where.is_systemd:
+            # Duplicates of systemd's sockets: closing them at stop leaves systemd's open,
+            # so connections queue for the next start. Backlog= is kept (capped by the kernel).
+            return [
+                await loop.create_server(make, sock=sock, backlog=socket.SOMAXCONN)
+                for sock in socket_activation.inherited().take(where.fd_name)
+            ]
         if where.is_unix:
-            return await loop.create_unix_server(make, path=where.path)
-        return await loop.create_server(make, host=where.host, port=where.port)
+            return [await loop.create_unix_server(make, path=where.path)]
+        return [await loop.create_server(make, host=where.host, port=where.port)]
 
     async def stop(self) -> None:
         """Stop accepting, let sessions in DATA finish their commit, then close the rest."""
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        for server in self._servers:
+            server.close()
+        self._servers = []
         if self._handler is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._handler.idle.wait(), self.config.drain_timeout)
