@@ -13,10 +13,10 @@ backlog of accepted mail not yet normalized (451 past it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import socket
 import ssl
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -33,6 +33,9 @@ from gateway import socket_activation
 from gateway.component import ComponentContext, ComponentState, Health, PermanentStartError
 from gateway.config_types import Listen, ListenAddress, Secret, Section, parse_listen
 from gateway.units import ByteSize, Duration
+
+DRAIN_POLL = 0.05  # how often a stopping connector closes sessions done with their mail
+STOP_GRACE = 0.5  # a session silent this long, with no mail under way, is closed on stop
 
 
 class SmtpConfig(Section):
@@ -129,8 +132,10 @@ class _Limited:
     limits: ConnectionLimits
     _client = ""
     _admitted = False
+    last_active = 0.0  # time.monotonic() of the client's last bytes (a stop's grace)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.last_active = time.monotonic()
         peer = transport.get_extra_info("peername")
         self._client = str(peer[0]) if isinstance(peer, tuple) else "unix"
         if not self.limits.admit(self._client):
@@ -140,6 +145,10 @@ class _Limited:
         self._admitted = True
         self.limits.live.add(transport)  # type: ignore[arg-type]
         super().connection_made(transport)  # type: ignore[misc]
+
+    def data_received(self, data: bytes) -> None:
+        self.last_active = time.monotonic()
+        super().data_received(data)  # type: ignore[misc]
 
     def connection_lost(self, error: Exception | None) -> None:
         if not self._admitted:
@@ -256,16 +265,23 @@ class SmtpConnector:
         return [await loop.create_server(make, host=where.host, port=where.port)]
 
     async def stop(self) -> None:
-        """Stop accepting, let sessions in DATA finish their commit, then close the rest."""
+        """Stop accepting, let sessions with a mail under way (after MAIL FROM, or in DATA)
+        finish it, and close each session as soon as it has none (421: try again)."""
         for server in self._servers:
             server.close()
         self._servers = []
-        if self._handler is not None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._handler.idle.wait(), self.config.drain_timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
+        while True:
+            for transport in list(self._limits.live):
+                if not _busy(transport):
+                    _shut(transport)
+            idle = self._handler is None or self._handler.idle.is_set()
+            if (idle and not self._limits.live) or loop.time() >= deadline:
+                break
+            await asyncio.sleep(DRAIN_POLL)
         for transport in list(self._limits.live):
-            transport.write((replies.SHUTTING_DOWN + "\r\n").encode())
-            transport.close()
+            _shut(transport)
 
     def health(self) -> Health:
         handler, backlog = self._handler, self._backlog
@@ -279,6 +295,25 @@ class SmtpConnector:
             "normalized": backlog.normalized if backlog else 0,
         }
         return Health(ComponentState.RUNNING, self._since, None, counters)
+
+
+def _busy(transport: asyncio.BaseTransport) -> bool:
+    """Whether a stopping connector lets the session go on: a mail is under way (MAIL FROM
+    given, not yet answered after DATA: aiosmtpd starts a fresh envelope once a mail is
+    done or reset), or the client spoke within STOP_GRACE (a client just greeted is about
+    to send MAIL: cutting it there would make an MTA retry minutes later)."""
+    session = transport.get_protocol()
+    envelope = getattr(session, "envelope", None)
+    if envelope is not None and envelope.mail_from is not None:
+        return True
+    return time.monotonic() - getattr(session, "last_active", 0.0) < STOP_GRACE
+
+
+def _shut(transport: asyncio.BaseTransport) -> None:
+    if not transport.is_closing():
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.write((replies.SHUTTING_DOWN + "\r\n").encode())
+        transport.close()
 
 
 class LmtpConfig(SmtpConfig):
