@@ -126,6 +126,10 @@ def cmd_token(args: argparse.Namespace) -> int:
     return EX_OK
 
 
+class UsageError(Exception):
+    """The command line (or the config it reads) cannot work as given."""
+
+
 def _base_url(args: argparse.Namespace, config: Config) -> tuple[str, str | None]:
     """The daemon's URL and, for a unix listener, its socket path."""
     if args.url:
@@ -133,6 +137,13 @@ def _base_url(args: argparse.Namespace, config: Config) -> tuple[str, str | None
     if os.environ.get("HELPLINE_URL"):
         return os.environ["HELPLINE_URL"].rstrip("/"), None
     listen = config.core.http.listen
+    if listen.is_systemd:
+        if config.core.http.public_url:
+            return config.core.http.public_url.rstrip("/"), None
+        raise UsageError(
+            f"[http] listen = {listen} is a socket systemd passes: the command cannot tell "
+            "where it listens; give --url (or $HELPLINE_URL, or [http] public_url)"
+        )
     if listen.is_unix:
         return "http://localhost", listen.path
     host = "127.0.0.1" if listen.host in ("0.0.0.0", "") else listen.host  # noqa: S104
@@ -195,6 +206,9 @@ def _against_daemon(
         return _report_config_error(err)
     try:
         return asyncio.run(work(args, config))
+    except UsageError as err:
+        print(f"helpline: {err}", file=sys.stderr)
+        return EX_USAGE
     except aiohttp.ClientError as err:
         print(f"helpline: cannot reach the daemon: {err}", file=sys.stderr)
         return EX_FAILURE
