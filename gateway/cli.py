@@ -65,6 +65,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway import logs
     from gateway.daemon import Daemon
     from gateway.socket_activation import SocketActivationError
+    from gateway.state_lock import StateDirBusy
 
     try:
         config = load_config(_config_path(args))
@@ -77,6 +78,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     except (SchemaTooNew, SocketActivationError) as err:
         print(f"helpline: {err}", file=sys.stderr)
         return EX_CONFIG
+    except StateDirBusy as err:
+        print(f"helpline: cannot start: {err}", file=sys.stderr)
+        return EX_FAILURE
     except (StoreError, OSError) as err:
         print(f"helpline: cannot start: {err}", file=sys.stderr)
         return EX_FAILURE

@@ -25,7 +25,7 @@ from aiohttp import web
 
 from gateway import registry, reload, socket_activation
 from gateway.component import ComponentContext, ComponentState
-from gateway.config import Config, ConfigError, load_config
+from gateway.config import Config, ConfigError, CoreConfig, load_config
 from gateway.delivery.board import DeliveryBoard
 from gateway.erasure import expire_content, expire_raw_mail
 from gateway.first_response.tracker import FirstResponseTracker
@@ -33,6 +33,7 @@ from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
 from gateway.replies import Replies
 from gateway.service import Service
+from gateway.state_lock import StateLock
 from gateway.store import Tx, sqlite_path
 from gateway.store.sqlite import SqliteStore
 from gateway.stream import StreamNotifier, StreamReader
@@ -63,6 +64,7 @@ class Daemon:
     ) -> None:
         self.config = config
         self.state_dir = state_dir
+        self._state_lock = StateLock(sqlite_path(config.core.store.url, state_dir))
         self._config_path = config_path
         self._clock = clock
         self.metrics = Metrics()
@@ -116,6 +118,14 @@ class Daemon:
     async def start(self) -> None:
         """Open the store and start serving; returns once HTTP accepts (READY)."""
         core = self.config.core
+        self._state_lock.acquire()
+        try:
+            await self._open(core)
+        except BaseException:
+            self._state_lock.release()
+            raise
+
+    async def _open(self, core: CoreConfig) -> None:
         self.sockets = socket_activation.for_config(self.config)
         self.store = SqliteStore(
             sqlite_path(core.store.url, self.state_dir),
@@ -387,6 +397,7 @@ class Daemon:
         await self._bounded(asyncio.gather(*steps), "drain")
         await self.first_response.stop()
         await self._bounded(self.store.close(), "store")
+        self._state_lock.release()
         await self.service.close()
         log.info(
             "daemon.stopped",

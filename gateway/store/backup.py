@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from gateway.state_lock import StateDirBusy, StateLock
 from gateway.store import SchemaTooNew, StoreError
 from gateway.store.migrate import latest_version
 
@@ -108,6 +109,11 @@ def restore_store(
             "(make one with `helpline backup`)"
         )
     temp = store.parent / f".{store.name}.restore.{os.getpid()}.tmp"
+    lock = StateLock(store)  # no daemon may start while the store is swapped
+    try:
+        lock.acquire("restoring")
+    except StateDirBusy as err:
+        raise StoreInUse(str(err)) from err
     try:
         store.parent.mkdir(parents=True, exist_ok=True)
         _refuse_if_in_use(store)
@@ -126,6 +132,7 @@ def restore_store(
         raise BackupError(f"restore of {source} into {store} failed: {err}") from err
     finally:
         _discard(temp)
+        lock.release()
     return Restored(facts, kept)
 
 

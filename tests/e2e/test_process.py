@@ -263,3 +263,17 @@ def test_a_taken_port_is_a_clear_start_failure(daemon_process: Callable[..., Any
             proc.start(timeout=10)
         assert "cannot start" in proc.logs() and "address already in use" in proc.logs().lower()
         assert "http.bind_failed" in proc.logs()
+
+
+@pytest.mark.e2e
+def test_a_second_daemon_on_the_same_store_is_refused(daemon_process: Any) -> None:
+    first = daemon_process(name="shared")
+    first.start()
+    second = daemon_process(name="shared")
+    with pytest.raises(AssertionError) as refused:
+        second.start()
+    assert "daemon exited with 1" in str(refused.value)
+    assert "is in use by another process" in second.logs()
+    assert f"(pid {first.proc.pid})" in second.logs()
+    first.stop()
+    second.start()  # free once the first has stopped

@@ -151,7 +151,7 @@ async def test_backup_under_write_load_restores_to_a_consistent_store(
     assert code == 0, err
     # Still under load: restore must refuse to pull the store from under the daemon.
     code, _, err = await asyncio.to_thread(run_cli, capsys, "restore", backup, *where, "--force")
-    assert code == 1 and "open in another process" in err, err
+    assert code == 1 and "in use by another process" in err, err
     await asyncio.sleep(0.3)
     stop.set()
     acked = await load
@@ -220,7 +220,8 @@ def test_restore_refuses_a_file_that_is_not_a_helpline_store(
     for wrong in (junk, other):
         code, _, err = run_cli(capsys, "restore", wrong, "--state-dir", state)
         assert code == 1 and "is not a helpline store" in err, err
-    assert list(state.iterdir()) == []  # nothing restored, no temp file left behind
+    # nothing restored, no temp file left behind (only the store's lock file)
+    assert [p.name for p in state.iterdir()] == ["helpline.db.lock"]
 
 
 def test_restore_refuses_a_newer_schema_and_takes_an_older_one(
