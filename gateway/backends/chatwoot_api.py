@@ -54,6 +54,7 @@ def contact_identifier(customer: Customer, conversation_id: str) -> str:
         return f"hl_{customer.contact_id}"
     return f"hl_of_{conversation_id}"
 
+
 CACHED_CONTACTS = 10_000
 
 
