@@ -10,6 +10,7 @@ background until it has succeeded once.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import time
 from collections.abc import Sequence
@@ -35,7 +36,7 @@ from gateway.replies import Reply, ReplyAck
 CHECK_RETRY = 30.0
 
 
-class HelpdeskBackend:
+class HelpdeskBackend(abc.ABC):
     """Base of the helpdesk backends; subclasses set `config_model` and the hooks below."""
 
     config_model: ClassVar[type[BaseModel]] = DeliverySection
@@ -55,14 +56,15 @@ class HelpdeskBackend:
         self.replies_refused = 0
 
     # -- for subclasses ----------------------------------------------------
+    @abc.abstractmethod
     def make_api(self, ctx: ComponentContext) -> TicketApi:
-        raise NotImplementedError
+        """The helpdesk's API client, built at start (the engine delivers through it)."""
 
     async def check(self) -> str:
         """Reach the helpdesk once (who am I, does the custom field exist); a summary."""
         return "not checked"
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional: a backend with a client closes it
         """Release the API client."""
 
     hook: Any = None  # async (request) -> response, served at /hooks/NAME when set
