@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import random
 import time
 from collections import deque
@@ -39,6 +38,7 @@ from gateway.delivery.model import (
     Sink,
     StreamEvent,
 )
+from gateway.delivery.position import PendingOffsets
 from gateway.delivery.settings import DeliverySection
 from gateway.store import Store, StoreError, Tx
 from gateway.store.delivery import DeadLetter, Position
@@ -77,15 +77,10 @@ class DeliveryEngine:
         self._lanes: dict[str, deque[QueuedItem]] = {}
         self._busy: set[str] = set()
         self._ready: asyncio.Queue[str] = asyncio.Queue()
-        self._pending: set[int] = set()
-        self._heap: list[int] = []
-        self._times: dict[int, float] = {}
-        self._done_above: set[int] = set()
+        self._offsets = PendingOffsets(Position(0, 0, frozenset()))
         self._replaying: set[int] = set()
         self._saved_low = 0
         self._saved_at = 0.0
-        self._dispatched = 0
-        self._maybe_sent_upto = 0
         self._not_before = 0.0  # a Retry-After holds every lane until then
         self._failures = 0  # consecutive temporary failures, backend-wide
         self._space = asyncio.Event()
@@ -111,15 +106,7 @@ class DeliveryEngine:
             self._log.info("backend.position_created", start=str(start), low_water=low)
         self._saved_low = position.low_water
         self.stats.low_water = self.stats.frontier = position.low_water
-        self._frontier = position.low_water
-        self._done_above = set(position.done)
-        self._dispatched = position.dispatched
-        self._maybe_sent_upto = position.dispatched
-
-    def _low_water(self) -> int:
-        while self._heap and self._heap[0] not in self._pending:
-            heapq.heappop(self._heap)
-        return self._heap[0] - 1 if self._heap else self._frontier
+        self._offsets = PendingOffsets(position)
 
     # -- running -----------------------------------------------------------
     async def run(self) -> None:
@@ -157,42 +144,38 @@ class DeliveryEngine:
             if self._poked.is_set():  # an operator asked for a replay: not after the backlog
                 self._poked.clear()
                 await self._take_replays()
-            if len(self._pending) + len(self._replaying) >= self._settings.max_queued:
+            if len(self._offsets) + len(self._replaying) >= self._settings.max_queued:
                 self._space.clear()
                 await self._space.wait()
                 continue
             if self.stats.state is ComponentState.FAILED:
                 return
-            room = self._settings.max_queued - len(self._pending) - len(self._replaying)
-            batch = await self._stream.read(self._frontier, min(BATCH, room))
+            room = self._settings.max_queued - len(self._offsets) - len(self._replaying)
+            batch = await self._stream.read(self._offsets.frontier, min(BATCH, room))
             if not batch:
                 await self._save_idle_position()
                 await self._take_replays()
                 await self._wait_for_more()
                 continue
             last = batch[-1][0]
-            if last > self._dispatched:
+            if last > self._offsets.dispatched:
                 # Reserved ahead, so the durable mark costs one write per max_queued events,
                 # not one per batch; after a crash, up to that many events never sent are
                 # looked up before they are created (harmless, and bounded).
                 mark = last + self._settings.max_queued
                 await self._write(self._dispatched_to(mark))
-                self._dispatched = mark
+                self._offsets.dispatched = mark
             for offset, body in batch:
-                self._frontier = offset
-                if offset in self._done_above:
-                    self._done_above.discard(offset)
-                    continue
+                if not self._offsets.read(offset):
+                    continue  # finished in an earlier run
                 event = self._parse(offset, body)
                 if event is None or event.source == self.own_source:
                     continue
                 if not self._wanted(event):
                     continue
-                self._pending.add(offset)
-                heapq.heappush(self._heap, offset)
-                self._times[offset] = event.time
+                self._offsets.add(offset, event.time)
                 self._enqueue(QueuedItem(event))
-            self.stats.frontier = self._frontier
+            self.stats.frontier = self._offsets.frontier
 
     def _parse(self, offset: int, body: bytes) -> StreamEvent | None:
         try:
@@ -218,7 +201,7 @@ class DeliveryEngine:
 
     async def _wait_for_more(self) -> None:
         poked = asyncio.ensure_future(self._poked.wait())
-        more = asyncio.ensure_future(self._stream.wait(self._frontier, IDLE_WAIT))
+        more = asyncio.ensure_future(self._stream.wait(self._offsets.frontier, IDLE_WAIT))
         try:
             await asyncio.wait({poked, more}, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -228,7 +211,7 @@ class DeliveryEngine:
 
     async def _save_idle_position(self) -> None:
         """Move the saved low-water mark over events this backend skipped."""
-        low = self._low_water()
+        low = self._offsets.low_water()
         self.stats.low_water = low
         now = self._clock()
         if low > self._saved_low and now - self._saved_at >= POSITION_EVERY:
@@ -301,15 +284,14 @@ class DeliveryEngine:
                 self._update_queue_stats()
 
     def _update_queue_stats(self) -> None:
-        self.stats.queued = len(self._pending) + len(self._replaying)
+        self.stats.queued = len(self._offsets) + len(self._replaying)
         self.stats.in_flight = len(self._busy)
-        first = self._low_water() + 1
-        self.stats.oldest_pending_at = self._times.get(first) if self._pending else None
+        self.stats.oldest_pending_at = self._offsets.oldest_time()
 
     # -- one event ---------------------------------------------------------
     async def _handle(self, item: QueuedItem) -> None:
         event = item.event
-        maybe_sent = item.replay or event.offset <= self._maybe_sent_upto
+        maybe_sent = item.replay or event.offset <= self._offsets.maybe_sent_upto
         number = 1
         while not self._closing:  # closing: what is not finished stays for the next run
             await self._hold()
@@ -435,8 +417,7 @@ class DeliveryEngine:
 
     async def _mark_finished(self, tx: Tx, offset: int) -> None:
         """Inside the finishing transaction: what the low-water mark becomes without `offset`."""
-        rest = self._pending - {offset}
-        low = min(rest) - 1 if rest else self._frontier
+        low = self._offsets.low_water_without(offset)
         await tx.finish_event(self.name, offset, low, self._clock())
 
     def _release(self, item: QueuedItem) -> None:
@@ -444,13 +425,7 @@ class DeliveryEngine:
         if item.replay:
             self._replaying.discard(offset)
         else:
-            self._pending.discard(offset)
-            self._times.pop(offset, None)
-            if len(self._heap) > 4 * len(self._pending) + 64:
-                # One event retrying for long holds the heap's top: finished offsets
-                # behind it would pile up, so rebuild from what is really pending.
-                self._heap = sorted(self._pending)
-            low = self._low_water()
+            low = self._offsets.finish(offset)
             self._saved_low = max(self._saved_low, low)
             self.stats.low_water = low
         if not self._space.is_set():
