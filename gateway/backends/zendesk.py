@@ -224,8 +224,13 @@ class ZendeskBackend(HelpdeskBackend):
 
 
 def _ticket_id(payload: Any) -> Any:
-    """The ticket of a trigger body ({"ticket_id": ...}) or of a ticket event's envelope."""
+    """The ticket of a trigger body ({"ticket_id": ...}) or of a ticket event's envelope;
+    KeyError when the body names none."""
+    if not isinstance(payload, dict):
+        raise KeyError("ticket_id")
     if "ticket_id" in payload:
         return payload["ticket_id"]
-    detail = payload.get("detail") or {}
+    detail = payload.get("detail")
+    if not isinstance(detail, dict):
+        raise KeyError("detail")
     return detail["id"]
