@@ -123,11 +123,7 @@ class WebhookBackend:
             return Health(ComponentState.NOT_STARTED, _at(self._since))
         stats = self._engine.stats
         counters = {
-            "delivered": stats.delivered,
-            "retries": stats.retries,
-            "parked": stats.parked,
-            "queued": stats.queued,
-            "in_flight": stats.in_flight,
+            **self._engine.counters(),
             "replies": self._replies_taken,
             "replies_refused": self._replies_refused,
         }

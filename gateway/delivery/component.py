@@ -113,11 +113,7 @@ class HelpdeskBackend(abc.ABC):
             return Health(ComponentState.NOT_STARTED, since)
         stats = self._engine.stats
         counters = {
-            "delivered": stats.delivered,
-            "retries": stats.retries,
-            "parked": stats.parked,
-            "queued": stats.queued,
-            "in_flight": stats.in_flight,
+            **self._engine.counters(),
             "tickets_adopted": self._sink.adopted,
             "several_tickets": self._sink.duplicates,
             "replies": self.replies_taken,

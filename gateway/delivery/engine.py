@@ -124,6 +124,29 @@ class DeliveryEngine:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
 
+    def counters(self) -> dict[str, int]:
+        """The figures every backend's health shows in /readyz (and /metrics' counters):
+        its lag and whether its system answers, besides what it delivered."""
+        stats = self.stats
+        found = {
+            "delivered": stats.delivered,
+            "retries": stats.retries,
+            "parked": stats.parked,
+            "queued": stats.queued,
+            "in_flight": stats.in_flight,
+            "lag_events": max(0, self._stream.head - stats.frontier) + stats.queued,
+            "lag_seconds": (
+                int(max(0.0, self._clock() - stats.oldest_pending_at))
+                if stats.oldest_pending_at is not None
+                else 0
+            ),
+        }
+        for name in ("reachable", "authenticated"):
+            known = getattr(stats, name)
+            if known is not None:
+                found[name] = int(known)
+        return found
+
     def poke(self) -> None:
         """Look for dead letters to replay now rather than at the next idle check."""
         self._poked.set()

@@ -289,6 +289,9 @@ async def test_a_backend_down_holds_its_backlog_visibly_and_drains_when_back(
     assert seen["reachable"] is False and "cannot connect" in seen["last_error"]
     _, ready, _ = await live.get("/readyz", token=None)
     assert ready["status"] == "degraded"
+    health = ready["components"]["backends.hook"]
+    assert health["state"] == "degraded" and health["counters"]["reachable"] == 0
+    assert health["counters"]["lag_events"] >= 5 and health["counters"]["delivered"] == 0
     async with live.http.get(live.url + "/metrics") as resp:
         metrics = await resp.text()
     assert 'helpline_backend_reachable{backend="hook"} 0.0' in metrics
