@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
@@ -39,6 +38,7 @@ from gateway.delivery.model import (
     StreamEvent,
 )
 from gateway.delivery.position import PendingOffsets
+from gateway.delivery.retry import Backoff
 from gateway.delivery.settings import DeliverySection
 from gateway.store import Store, StoreError, Tx
 from gateway.store.delivery import DeadLetter, Position
@@ -81,8 +81,7 @@ class DeliveryEngine:
         self._replaying: set[int] = set()
         self._saved_low = 0
         self._saved_at = 0.0
-        self._not_before = 0.0  # a Retry-After holds every lane until then
-        self._failures = 0  # consecutive temporary failures, backend-wide
+        self._backoff = Backoff(settings)
         self._space = asyncio.Event()
         self._poked = asyncio.Event()
         self._closing = False
@@ -125,27 +124,8 @@ class DeliveryEngine:
             await asyncio.gather(*workers, return_exceptions=True)
 
     def counters(self) -> dict[str, int]:
-        """The figures every backend's health shows in /readyz (and /metrics' counters):
-        its lag and whether its system answers, besides what it delivered."""
-        stats = self.stats
-        found = {
-            "delivered": stats.delivered,
-            "retries": stats.retries,
-            "parked": stats.parked,
-            "queued": stats.queued,
-            "in_flight": stats.in_flight,
-            "lag_events": max(0, self._stream.head - stats.frontier) + stats.queued,
-            "lag_seconds": (
-                int(max(0.0, self._clock() - stats.oldest_pending_at))
-                if stats.oldest_pending_at is not None
-                else 0
-            ),
-        }
-        for name in ("reachable", "authenticated"):
-            known = getattr(stats, name)
-            if known is not None:
-                found[name] = int(known)
-        return found
+        """The figures every backend's health shows in /readyz."""
+        return self.stats.counters(self._stream.head, self._clock())
 
     def poke(self) -> None:
         """Look for dead letters to replay now rather than at the next idle check."""
@@ -317,7 +297,7 @@ class DeliveryEngine:
         maybe_sent = item.replay or event.offset <= self._offsets.maybe_sent_upto
         number = 1
         while not self._closing:  # closing: what is not finished stays for the next run
-            await self._hold()
+            await self._backoff.hold()
             try:
                 commit = await self._sink.deliver(event, Attempt(number, maybe_sent))
             except EndpointGone as err:
@@ -345,27 +325,14 @@ class DeliveryEngine:
             await self._finish(item, commit)
             return
 
-    async def _hold(self) -> None:
-        wait = self._not_before - time.monotonic()
-        if wait > 0:
-            await asyncio.sleep(wait)
-
     async def _wait_after(self, event: StreamEvent, err: DeliveryFailure, number: int) -> None:
-        self._failures += 1
+        delay = self._backoff.failed(number, getattr(err, "retry_after", None))
         self.stats.retries += 1
         self.stats.reachable = getattr(err, "reachable", True)
         if isinstance(err, Unauthorized):
             self.stats.authenticated = False
         self.stats.state = ComponentState.DEGRADED
         self.stats.last_error = str(err)
-        settings = self._settings
-        steps = max(number, self._failures) - 1
-        delay = min(settings.retry_cap, settings.retry_base * 2 ** min(steps, 30))
-        delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not security
-        hint = getattr(err, "retry_after", None)
-        if hint is not None:
-            delay = max(delay, min(hint, settings.retry_cap * 4))
-            self._not_before = max(self._not_before, time.monotonic() + delay)
         self._log.warning(
             "backend.retry",
             offset=event.offset,
@@ -379,7 +346,7 @@ class DeliveryEngine:
         await asyncio.sleep(delay)
 
     def _succeeded(self) -> None:
-        self._failures = 0
+        self._backoff.succeeded()
         self.stats.reachable = self.stats.authenticated = True
         if self.stats.state is ComponentState.DEGRADED:
             self.stats.state = ComponentState.RUNNING

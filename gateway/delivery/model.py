@@ -7,7 +7,7 @@ machinery, and so each module keeps to one job.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -96,7 +96,28 @@ class DeliveryStats:
     reachable: bool | None = None  # None: not tried yet
     authenticated: bool | None = None
     oldest_pending_at: float | None = None
-    counters: dict[str, int] = field(default_factory=dict)
+
+    def counters(self, head: int, now: float) -> dict[str, int]:
+        """What /readyz shows of a backend: its lag and whether its system answers,
+        besides what it delivered; `head` is the stream's, `now` the engine's clock."""
+        found = {
+            "delivered": self.delivered,
+            "retries": self.retries,
+            "parked": self.parked,
+            "queued": self.queued,
+            "in_flight": self.in_flight,
+            "lag_events": max(0, head - self.frontier) + self.queued,
+            "lag_seconds": (
+                int(max(0.0, now - self.oldest_pending_at))
+                if self.oldest_pending_at is not None
+                else 0
+            ),
+        }
+        for name in ("reachable", "authenticated"):
+            known = getattr(self, name)
+            if known is not None:
+                found[name] = int(known)
+        return found
 
 
 @dataclass(slots=True)
