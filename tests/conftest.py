@@ -130,6 +130,23 @@ async def live(make_daemon: Callable[..., Any]) -> LiveDaemon:
     return await make_daemon()  # type: ignore[no-any-return]
 
 
+async def read_whole_stream(url: str) -> list[dict[str, Any]]:
+    """Every event a daemon (in this process or another) serves, page by page."""
+    events: list[dict[str, Any]] = []
+    after = 0
+    async with aiohttp.ClientSession() as http:
+        while True:
+            async with http.get(
+                f"{url}/v1/stream?after={after}&limit=1000", headers=auth()
+            ) as resp:
+                assert resp.status == 200, await resp.text()
+                page = await resp.json()
+            if not page["events"]:
+                return events
+            events.extend(page["events"])
+            after = page["next_after"]
+
+
 def validate_store(path: Path) -> None:
     """Every event a daemon emitted, as the stream serves it, against its schema in docs/."""
     from tests.schemas import validate_event

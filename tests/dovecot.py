@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import socket
 import ssl
 import subprocess
@@ -20,13 +19,12 @@ import tempfile
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
 from typing import Literal
 
 from imapclient import IMAPClient
 
 from bench.dovecot_conf import HOST, MAIL_GID, MAIL_UID, DovecotSetup
-from tests.peers import wait_banner
+from tests.peers import PeerProcess, wait_banner
 
 DOVECOT = shutil.which("dovecot") or "/usr/sbin/dovecot"
 DOVEADM = shutil.which("doveadm") or "/usr/bin/doveadm"
@@ -41,7 +39,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-class PrivateDovecot:
+class PrivateDovecot(PeerProcess):
     """Dovecot on two free loopback ports: `port` (IMAP, STARTTLS offered) and `imaps_port`.
 
     Users log in with their password (PLAIN/LOGIN). With `introspection_url`
@@ -187,43 +185,8 @@ class PrivateDovecot:
         self._terminate(proc)
         raise AssertionError(f"no IMAP banner on port {self.port} in time:\n{self.log()}")
 
-    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._terminate(self._proc)
-            self._proc = self.pid = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> PrivateDovecot:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        parts = []
-        for name in ("stderr.log", "dovecot.log"):
-            path = self.dir / name
-            if path.exists():
-                parts.append(path.read_text(errors="replace"))
-        return "".join(parts)
+    def log_files(self) -> list[Path]:
+        return [self.dir / "stderr.log", self.dir / "dovecot.log"]
 
     # -- clients ---------------------------------------------------------
 

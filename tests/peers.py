@@ -1,4 +1,5 @@
-"""Real protocol peers started by the tests: a private Postfix instance, swaks.
+"""Real protocol peers started by the tests: a private Postfix instance, swaks, and the
+lifecycle every peer run as a child process shares (tests/dovecot.py, tests/rt.py).
 
 Recipes from ../shared/PEERS.md: a temp dir directly under /tmp with mode 0755
 (Postfix's own users must traverse it), nothing chrooted, readiness by the
@@ -10,11 +11,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
+from types import TracebackType
+from typing import Self
 
 import pytest
 
@@ -38,6 +42,59 @@ def wait_banner(port: int, prefix: bytes, deadline: float) -> None:
         except OSError:
             time.sleep(0.05)
     raise AssertionError(f"no {prefix!r} banner on port {port}")
+
+
+class PeerProcess:
+    """A peer run as our child in a private temp dir: stopped by its pid (SIGTERM, then
+    SIGKILL), the dir removed; a context manager that stops it even when start fails."""
+
+    dir: Path
+    pid: int | None
+    _proc: subprocess.Popen[bytes] | None
+    stop_timeout = 10.0
+    kill_group = False  # a master with workers in its own session: SIGKILL them all
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def log_files(self) -> list[Path]:
+        raise NotImplementedError
+
+    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=self.stop_timeout)
+            except subprocess.TimeoutExpired:
+                if self.kill_group:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    os.kill(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._terminate(self._proc)
+            self._proc = self.pid = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> Self:
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def log(self) -> str:
+        return "".join(p.read_text(errors="replace") for p in self.log_files() if p.exists())
 
 
 class PrivatePostfix:

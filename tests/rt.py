@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import tempfile
@@ -27,10 +26,11 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import pytest
+
+from tests.peers import PeerProcess
 
 HOST = "127.0.0.1"
 RT_HOME = Path("/usr/share/request-tracker5")
@@ -119,7 +119,7 @@ class RTError(AssertionError):
         self.body = body
 
 
-class PrivateRT:
+class PrivateRT(PeerProcess):
     """RT 5 on a free loopback port, with queue `Helpline`, helpline's custom fields and an agent.
 
     - `Helpline-Conversation`: ticket CF (FreeformSingle) applied to the Helpline queue;
@@ -132,6 +132,9 @@ class PrivateRT:
       user helpline's backend talks as.
     RT's own mail goes through DIR/sendmail into files in `outmail`.
     """
+
+    stop_timeout = 15.0  # the Starlet master stops its workers (about 2.4 s)
+    kill_group = True  # its own session: only rt-server and its workers
 
     def __init__(self) -> None:
         if not rt_installed():
@@ -334,43 +337,8 @@ class PrivateRT:
         self._terminate(proc)
         raise AssertionError(f"rt-server on port {self.port} not ready in time:\n{self.log()}")
 
-    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
-        """SIGTERM the Starlet master (it stops its workers, ≈2.4 s); SIGKILL its group late."""
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # own session: only rt-server and workers
-                proc.wait(timeout=5)
-
-    def stop(self) -> None:
-        if self._proc is not None:
-            self._terminate(self._proc)
-            self._proc = self.pid = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self) -> PrivateRT:
-        try:
-            return self.start()
-        except BaseException:
-            self.stop()
-            raise
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def log(self) -> str:
-        parts = []
-        for path in (self.stderr_path, self.log_path):
-            if path.exists():
-                parts.append(path.read_text(errors="replace"))
-        return "".join(parts)
+    def log_files(self) -> list[Path]:
+        return [self.stderr_path, self.log_path]
 
     def mails(self) -> list[str]:
         """RT's outgoing mail so far (raw messages, oldest first)."""

@@ -211,7 +211,7 @@ class DeliveryBoard:
         if held is not None:
             type_name, engine = held
             stats = engine.stats
-            behind = max(0, head - stats.frontier) + stats.queued
+            behind = stats.lag_events(head)
             oldest = stats.oldest_pending_at
             if oldest is None and head > stats.frontier:
                 oldest = await self._event_time(stats.frontier + 1)

@@ -97,6 +97,10 @@ class DeliveryStats:
     authenticated: bool | None = None
     oldest_pending_at: float | None = None
 
+    def lag_events(self, head: int) -> int:
+        """Events not finished yet: unread ones up to `head` (the stream's), and queued ones."""
+        return max(0, head - self.frontier) + self.queued
+
     def counters(self, head: int, now: float) -> dict[str, int]:
         """What /readyz shows of a backend: its lag and whether its system answers,
         besides what it delivered; `head` is the stream's, `now` the engine's clock."""
@@ -106,7 +110,7 @@ class DeliveryStats:
             "parked": self.parked,
             "queued": self.queued,
             "in_flight": self.in_flight,
-            "lag_events": max(0, head - self.frontier) + self.queued,
+            "lag_events": self.lag_events(head),
             "lag_seconds": (
                 int(max(0.0, now - self.oldest_pending_at))
                 if self.oldest_pending_at is not None

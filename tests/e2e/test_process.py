@@ -18,7 +18,7 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import REPO, DaemonProcess, auth, message
+from tests.conftest import REPO, DaemonProcess, auth, message, read_whole_stream
 from tests.schemas import validate_event
 
 pytestmark = pytest.mark.e2e
@@ -53,21 +53,6 @@ async def _load(
     return acked
 
 
-async def _read_all(url: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    after = 0
-    async with aiohttp.ClientSession() as http:
-        while True:
-            async with http.get(
-                f"{url}/v1/stream?after={after}&limit=1000", headers=auth()
-            ) as resp:
-                page = await resp.json()
-            if not page["events"]:
-                return events
-            events.extend(page["events"])
-            after = page["next_after"]
-
-
 async def _load_then(
     proc: DaemonProcess, seconds: float, action: Callable[[], None], prefix: str
 ) -> dict[str, tuple[str, int]]:
@@ -94,7 +79,7 @@ async def test_acknowledged_messages_survive_kill_9(daemon_process: Callable[...
         acked.update(got)
 
     proc.start()
-    events = await _read_all(proc.url)
+    events = await read_whole_stream(proc.url)
     ids = [e["id"] for e in events]
     assert len(ids) == len(set(ids)), "an event appears twice"
     missing = {event_id for event_id, _ in acked.values()} - set(ids)
@@ -115,7 +100,7 @@ async def test_acknowledged_messages_survive_kill_9(daemon_process: Callable[...
                 assert resp.status == 200
                 answer = await resp.json()
                 assert (answer["event_id"], answer["duplicate"]) == (event_id, True)
-    assert len(await _read_all(proc.url)) == len(events)
+    assert len(await read_whole_stream(proc.url)) == len(events)
 
 
 async def test_sigterm_under_load_drains_and_exits_zero(daemon_process: Callable[..., Any]) -> None:
@@ -128,7 +113,7 @@ async def test_sigterm_under_load_drains_and_exits_zero(daemon_process: Callable
     logs = proc.logs()
     assert '"event": "daemon.stopping"' in logs and '"event": "daemon.stopped"' in logs
     proc.start()
-    ids = {e["id"] for e in await _read_all(proc.url)}
+    ids = {e["id"] for e in await read_whole_stream(proc.url)}
     assert acked and {event_id for event_id, _ in acked.values()} <= ids
 
 

@@ -25,7 +25,7 @@ import pytest
 
 from gateway.cli import main
 from gateway.store.migrate import latest_version, sqlite_steps
-from tests.conftest import REPO, DaemonProcess, auth, message
+from tests.conftest import REPO, DaemonProcess, auth, message, read_whole_stream
 from tests.schemas import validate_event
 
 
@@ -99,22 +99,6 @@ async def post_until(url: str, clients: int, stop: asyncio.Event) -> list[tuple[
     return acked
 
 
-async def read_stream(url: str) -> list[dict[str, Any]]:
-    events: list[dict[str, Any]] = []
-    after = 0
-    async with aiohttp.ClientSession() as http:
-        while True:
-            async with http.get(
-                f"{url}/v1/stream?after={after}&limit=1000", headers=auth()
-            ) as resp:
-                assert resp.status == 200
-                page = await resp.json()
-            if not page["events"]:
-                return events
-            events.extend(page["events"])
-            after = page["next_after"]
-
-
 async def post_one(url: str, n: int) -> int:
     async with (
         aiohttp.ClientSession() as http,
@@ -155,7 +139,7 @@ async def test_backup_under_write_load_restores_to_a_consistent_store(
     await asyncio.sleep(0.3)
     stop.set()
     acked = await load
-    original = await read_stream(live.url)
+    original = await read_whole_stream(live.url)
     live.stop()
     gc.collect()  # conftest's validate_store leaves its connection to the store to the collector
 
@@ -175,7 +159,7 @@ async def test_backup_under_write_load_restores_to_a_consistent_store(
     assert code == 0, err
     assert head_of(out) == head and "kept" not in out
     restored.start()
-    events = await read_stream(restored.url)
+    events = await read_whole_stream(restored.url)
     assert_whole(events, head)
     assert events == original[:head]  # a prefix of what the daemon went on to write
     assert {event_id for event_id, _ in before} <= {e["id"] for e in events}
@@ -193,7 +177,7 @@ async def test_backup_under_write_load_restores_to_a_consistent_store(
     with closing(sqlite3.connect(f"file:{kept[0]}?mode=ro", uri=True)) as db:
         assert db.execute("SELECT max(seq) FROM events").fetchone()[0] == original[-1]["offset"]
     live.start()
-    assert await read_stream(live.url) == events
+    assert await read_whole_stream(live.url) == events
     assert await post_one(live.url, 999_002) > head
 
 
