@@ -1,5 +1,8 @@
 import re
 
+import pytest
+
+from gateway import ids
 from gateway.ids import new_id
 
 CROCKFORD = re.compile(r"^evt_[0-9A-HJKMNP-TV-Z]{26}$")
@@ -14,3 +17,10 @@ def test_ids_are_crockford_and_sort_by_time() -> None:
 
 def test_ids_do_not_repeat() -> None:
     assert len({new_id("evt") for _ in range(10_000)}) == 10_000
+
+
+def test_ids_have_the_ulid_layout(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The time part of the ULID spec's example id (1469918176385 ms), then the 80 random
+    # bits in order: the top half all ones, the bottom half all zeros.
+    monkeypatch.setattr(ids, "_random80", lambda: (2**40 - 1, 0))
+    assert new_id("evt", 1469918176385) == "evt_01ARYZ6S41ZZZZZZZZ00000000"
