@@ -13,6 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway import similarity as similarity_module
 from gateway.similarity import (
     BANDS,
     DEFAULT_THRESHOLD,
@@ -201,6 +202,24 @@ def test_hashes_are_stable_across_processes() -> None:
 
 
 GOLDEN_FIRST_HASHES = (980012, 25564693, 64742155)
+
+
+def test_remembered_shingle_hashes_change_no_fingerprint(monkeypatch: pytest.MonkeyPatch) -> None:
+    texts = [ORDER_EMAIL, ORDER_CHAT, LONG, *reversed(LONG.split(". "))]
+    similarity_module._WORD_HASHES.clear()
+    similarity_module._PAIR_HASHES.clear()
+    cold = [fingerprint(t) for t in texts]
+    assert [fingerprint(t) for t in texts] == cold  # every word and pair remembered now
+    # Tiny caches, cleared again and again in the middle of a text.
+    monkeypatch.setattr(similarity_module, "_WORDS_CACHED", 3)
+    monkeypatch.setattr(similarity_module, "_PAIRS_CACHED", 2)
+    similarity_module._WORD_HASHES.clear()
+    similarity_module._PAIR_HASHES.clear()
+    assert [fingerprint(t) for t in texts] == cold
+    assert len(similarity_module._WORD_HASHES) <= 3
+    assert len(similarity_module._PAIR_HASHES) <= 2
+    assert cold[0] is not None and cold[0].hashes[:3] == GOLDEN_FIRST_HASHES
+
 
 WORDS = st.sampled_from(
     [
