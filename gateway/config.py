@@ -166,6 +166,9 @@ class NearDuplicatesConfig(Section):
     # raises a link suggestion (never a merge); "the same" means at least this similar.
     anonymous_window: Duration = 600.0
     anonymous_threshold: float = Field(default=0.9, gt=0.0, le=1.0)
+    # Messages whose keys for that check are held in memory (about 600 bytes each); with
+    # more than this many messages within anonymous_window it looks back less far.
+    link_index_entries: int = Field(default=20_000, ge=100, le=1_000_000)
 
 
 class RetentionConfig(Section):

@@ -132,6 +132,7 @@ class Daemon:
             durability=core.store.durability,
             max_pending=core.store.max_pending,
             max_batch=core.store.max_batch,
+            recent_bands=core.near_duplicates.link_index_entries,
             checkpoint_interval=core.store.checkpoint_interval,
             on_commit=self.notifier.committed,
             on_batch=self.metrics.observe_commit,

@@ -17,6 +17,7 @@ RESTART_ONLY = {
     "http": {"listen", "max_body_size", "keepalive_timeout"},
     "daemon": None,
     "logging": None,
+    "near_duplicates": {"link_index_entries"},  # the store's in-memory index
 }
 
 

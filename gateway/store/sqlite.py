@@ -37,9 +37,15 @@ from gateway.store import (
 from gateway.store import sqlite_clocks as clocks
 from gateway.store.batching import Batcher
 from gateway.store.migrate import migrate_sqlite
+from gateway.store.recent_bands import Recent, RecentBands
 from gateway.store.sqlite_delivery import SqliteDeliveryReads
 from gateway.store.sqlite_mail import failing_mark
-from gateway.store.sqlite_tx import _CONVERSATION_COLUMNS, SqliteTx, conversation_from_row
+from gateway.store.sqlite_tx import (
+    _CONVERSATION_COLUMNS,
+    SqliteTx,
+    conversation_from_row,
+    unpack_bands,
+)
 
 T = TypeVar("T")
 log = structlog.get_logger("gateway.store")
@@ -59,28 +65,38 @@ def _connect(path: Path, synchronous: str) -> sqlite3.Connection:
 
 
 class _SqliteEngine:
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+    """The writer's transaction, and the in-memory band index that follows it."""
+
+    def __init__(
+        self, conn: sqlite3.Connection, executor: ThreadPoolExecutor, bands: RecentBands
+    ) -> None:
         self._conn = conn
         self._executor = executor
-        self.tx = SqliteTx(conn)
+        self._bands = bands
+        self.tx = SqliteTx(conn, bands)
 
     def begin(self) -> None:
         self._conn.execute("BEGIN IMMEDIATE")
+        self._bands.begin()
 
     def savepoint(self) -> None:
         self._conn.execute("SAVEPOINT unit")
+        self._bands.savepoint()
 
     def release(self) -> None:
         self._conn.execute("RELEASE unit")
 
     def rollback_to_savepoint(self) -> None:
         self._conn.execute("ROLLBACK TO unit")
+        self._bands.rollback_to_savepoint()
 
     async def commit(self) -> None:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(self._executor, self._conn.execute, "COMMIT")
+        self._bands.committed()
 
     def rollback(self) -> None:
+        self._bands.rolled_back()
         if self._conn.in_transaction:
             self._conn.execute("ROLLBACK")
 
@@ -100,6 +116,7 @@ class SqliteStore:
         max_pending: int = 2000,
         max_batch: int = 256,
         checkpoint_interval: float = 1.0,
+        recent_bands: int = 20_000,
         on_commit: Callable[[int], None] | None = None,
         on_batch: Callable[[float, int], None] | None = None,
     ) -> None:
@@ -108,6 +125,7 @@ class SqliteStore:
         self._max_pending = max_pending
         self._max_batch = max_batch
         self._checkpoint_interval = checkpoint_interval
+        self._bands = RecentBands(recent_bands)
         self._on_commit = on_commit
         self._on_batch = on_batch
         self._commit_thread = ThreadPoolExecutor(1, thread_name_prefix="helpline-commit")
@@ -132,7 +150,8 @@ class SqliteStore:
         self.delivery = SqliteDeliveryReads(self._reader)
         self._checkpointer = _connect(self.path, synchronous)
         self._head = self._read_head(self._writer)
-        engine = _SqliteEngine(self._writer, self._commit_thread)
+        self._load_bands()
+        engine = _SqliteEngine(self._writer, self._commit_thread, self._bands)
         self._batcher = Batcher(
             engine,
             max_pending=self._max_pending,
@@ -144,6 +163,19 @@ class SqliteStore:
         log.info(
             "store.opened", path=str(self.path), durability=self._durability, head_offset=self._head
         )
+
+    def _load_bands(self) -> None:
+        """The newest fingerprints' keys back into memory, oldest first."""
+        rows = self._writer.execute(
+            "SELECT at, event_id, contact_id, anonymous, bands FROM fingerprints "
+            "WHERE bands IS NOT NULL ORDER BY at DESC LIMIT ?",
+            (self._bands.max_entries,),
+        ).fetchall()
+        for at, event, contact, anonymous, bands in reversed(rows):
+            recent = Recent(
+                float(at), str(event), str(contact), bool(anonymous), unpack_bands(bands)
+            )
+            self._bands.add(recent, staged=False)
 
     @staticmethod
     def _read_head(conn: sqlite3.Connection) -> int:

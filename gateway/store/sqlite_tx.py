@@ -8,9 +8,11 @@ driver is asynchronous; here they never suspend.
 from __future__ import annotations
 
 import sqlite3
+import struct
 
 from gateway.events import Event
 from gateway.store import ConversationRow, Handle, IdempotencyRecord
+from gateway.store.recent_bands import Recent, RecentBands
 from gateway.store.sqlite_clocks import SqliteClocksTx
 from gateway.store.sqlite_delivery import SqliteDeliveryTx
 from gateway.store.sqlite_mail import SqliteMailTx
@@ -39,9 +41,18 @@ def conversation_from_row(row: tuple[object, ...]) -> ConversationRow:
     )
 
 
+def pack_bands(bands: list[int]) -> bytes:
+    return struct.pack(f"<{len(bands)}I", *bands)
+
+
+def unpack_bands(blob: bytes) -> tuple[int, ...]:
+    return struct.unpack(f"<{len(blob) // 4}I", blob)
+
+
 class SqliteTx(SqliteMailTx, SqliteClocksTx, SqliteDeliveryTx):
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, bands: RecentBands) -> None:
         self._conn = conn
+        self.bands = bands
 
     async def get_idempotency(self, scope: str, key: str) -> IdempotencyRecord | None:
         row = self._conn.execute(
@@ -186,9 +197,7 @@ class SqliteTx(SqliteMailTx, SqliteClocksTx, SqliteDeliveryTx):
             contact_ids,
         )
         self._conn.execute(f"DELETE FROM fingerprints WHERE contact_id IN ({marks})", contact_ids)
-        self._conn.execute(
-            f"DELETE FROM fingerprint_bands WHERE contact_id IN ({marks})", contact_ids
-        )
+        self.bands.forget_contacts(set(contact_ids))
 
     async def events_after(
         self, after: int, limit: int
@@ -212,28 +221,29 @@ class SqliteTx(SqliteMailTx, SqliteClocksTx, SqliteDeliveryTx):
     async def band_candidates(
         self, bands: list[int], since: float, contact_id: str, anonymous_only: bool, limit: int
     ) -> list[tuple[str, str, bool, bytes]]:
-        """Recent fingerprints of other contacts sharing a band key (or only anonymous ones).
+        """Recent fingerprints of other contacts sharing a band key (or only anonymous ones)."""
 
-        Any `limit` of them will do (they are all within the window), so there is no sort
-        and the index range stops early however many messages share a hot template.
-        """
-        marks = ",".join("?" * len(bands))
-        kinds = "(1)" if anonymous_only else "(0, 1)"
-        rows = self._conn.execute(
-            "SELECT b.event_id, b.contact_id, b.anonymous, f.sketch "
-            "FROM fingerprint_bands b JOIN fingerprints f ON f.event_id = b.event_id "
-            f"WHERE b.band IN ({marks}) AND b.anonymous IN {kinds} AND b.at >= ? "
-            "AND b.contact_id NOT IN (SELECT id FROM contacts WHERE id = ? OR merged_into = ?) "
-            "LIMIT ?",
-            (*bands, since, contact_id, contact_id, limit),
-        ).fetchall()
-        seen: set[str] = set()
-        found = []
-        for event, contact, anonymous, sketch in rows:
-            if event not in seen:
-                seen.add(event)
-                found.append((str(event), str(contact), bool(anonymous), bytes(sketch)))
-        return found
+        def group() -> set[str]:
+            rows = self._conn.execute(
+                "SELECT id FROM contacts WHERE id = ? OR merged_into = ?", (contact_id, contact_id)
+            ).fetchall()
+            return {contact_id, *(str(r[0]) for r in rows)}
+
+        found = self.bands.find(bands, since, anonymous_only, limit, group)
+        if not found:
+            return []
+        marks = ",".join("?" * len(found))
+        sketches = dict(
+            self._conn.execute(
+                f"SELECT event_id, sketch FROM fingerprints WHERE event_id IN ({marks})",
+                [e.event_id for e in found],
+            ).fetchall()
+        )
+        return [
+            (e.event_id, e.contact_id, e.anonymous, bytes(sketches[e.event_id]))
+            for e in found
+            if e.event_id in sketches
+        ]
 
     async def put_fingerprint(
         self,
@@ -245,21 +255,17 @@ class SqliteTx(SqliteMailTx, SqliteClocksTx, SqliteDeliveryTx):
         bands: list[int],
         anonymous: bool,
     ) -> None:
-        self._conn.execute(
-            "INSERT OR IGNORE INTO fingerprints (event_id, contact_id, at, sketch) "
-            "VALUES (?, ?, ?, ?)",
-            (event_id, contact_id, at, sketch),
+        keys = list(dict.fromkeys(bands))
+        cursor = self._conn.execute(
+            "INSERT OR IGNORE INTO fingerprints (event_id, contact_id, at, sketch, anonymous, "
+            "bands) VALUES (?, ?, ?, ?, ?, ?)",
+            (event_id, contact_id, at, sketch, int(anonymous), pack_bands(keys) if keys else None),
         )
-        if not bands:
-            return
-        self._conn.executemany(
-            "INSERT OR IGNORE INTO fingerprint_bands (band, anonymous, at, event_id, contact_id) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(band, int(anonymous), at, event_id, contact_id) for band in bands],
-        )
+        if keys and cursor.rowcount == 1:
+            self.bands.add(Recent(at, event_id, contact_id, anonymous, tuple(keys)))
 
     async def forget_fingerprints(self, before: float) -> int:
-        self._conn.execute("DELETE FROM fingerprint_bands WHERE at < ?", (before,))
+        self.bands.forget_before(before)
         return int(self._conn.execute("DELETE FROM fingerprints WHERE at < ?", (before,)).rowcount)
 
     async def get_cursor(self, name: str) -> int | None:
