@@ -61,7 +61,7 @@ def _report_config_error(err: ConfigError) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway import logs
+    from gateway import heap, logs
     from gateway.daemon import Daemon
     from gateway.socket_activation import SocketActivationError
     from gateway.state_lock import StateDirBusy
@@ -72,6 +72,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _report_config_error(err)
     logs.configure(args.log_format or config.core.logging.format, config.core.logging.level)
     daemon = Daemon(config, _state_dir(args), config_path=_config_path(args))
+    heap.settle()
     try:
         return asyncio.run(daemon.run())
     except (SchemaTooNew, SocketActivationError) as err:
