@@ -152,6 +152,12 @@ class FakeService:
         ready.set()
         await self._stopping.wait()
         await self._runner.cleanup()
+        # Webhook deliveries still in flight or waiting to retry end here, on this loop;
+        # left pending, the closed loop's garbage collection finalizes them mid-request.
+        leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in leftover:
+            task.cancel()
+        await asyncio.gather(*leftover, return_exceptions=True)
 
     def stop(self) -> None:
         if self._loop is None or self._stopping is None or self._thread is None:
