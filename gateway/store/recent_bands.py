@@ -147,7 +147,7 @@ class RecentBands:
                 continue
             if entries[0] is entry:
                 del entries[0]
-            else:  # only after a rebuild put it elsewhere; rare
+            else:  # slots and order are appended together, so never expected
                 entries[:] = [e for e in entries if e is not entry]
             if not entries:
                 del self._slots[slot]
