@@ -117,8 +117,7 @@ class RecentBands:
         del self._staged[self._mark :]
 
     def committed(self) -> None:
-        self._staged.clear()
-        self._mark = 0
+        self.begin()  # what the group added stays; nothing is staged any more
 
     def rolled_back(self) -> None:
         self._discard(self._staged)
