@@ -5,7 +5,8 @@ most changes to the ingest path gain. callgrind counts instructions, which do no
 depend on what else the machine does: bench/ingest_loop.py runs under it with a small
 and a large message count, and the difference divided by the difference in messages
 is the cost of one message, start-up excluded. `--rev REV` counts a git revision of
-this checkout the same way (from a temporary worktree), for a before/after pair.
+this checkout's gateway the same way (from a temporary worktree, with this checkout's
+loop), for a before/after pair.
 
 Not a TARGETS.md figure (those are ratios of timed runs of the real daemon); a way
 to see whether a change to the core made a message cheaper, and by how much.
@@ -28,7 +29,9 @@ from bench.procs import REPO_ROOT, BenchError
 
 SMALL, LARGE = 500, 1500
 _COLLECTED = re.compile(r"Collected : (\d+)")
-_LOOP = (sys.executable, "-m", "bench.ingest_loop")
+# This checkout's loop, run as a script, so an older revision's gateway can be counted
+# with the same loop (PYTHONPATH points at that revision).
+_LOOP = (sys.executable, str(Path(__file__).with_name("ingest_loop.py")))
 
 
 def instructions(checkout: Path, count: int) -> int:
