@@ -42,6 +42,8 @@ class ChannelPolicy:
     hours: BusinessTime
 
     def due(self, start: float) -> float:
+        if self.calendar is None:  # real time
+            return start + self.target
         begin = datetime.fromtimestamp(start, UTC)
         return self.hours.add(begin, timedelta(seconds=self.target)).timestamp()
 

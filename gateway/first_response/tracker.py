@@ -123,33 +123,51 @@ class FirstResponseTracker:
             await self._notifier.wait_beyond(self._after, wait)
 
     async def _read_batch(self) -> bool:
-        rows = await self._store.read_stream(self._after, BATCH)
-        if not rows:
+        """Apply the next events past the cursor. They are read by the writer's own
+        transaction, which sees every commit (and has the pages in its cache); only the
+        types that can change a clock are parsed."""
+        if self._store.head_offset() <= self._after:
             return False
-        last = rows[-1][0]
-        events = [orjson.loads(body) for _, body in rows]
         done: list[ClockRow] = []
+        last = self._after
 
         async def unit(tx: Tx) -> None:
+            nonlocal last
             done.clear()
-            for event in events:
-                row = await self._apply(tx, event)
-                if row is not None:
-                    done.append(row)
+            rows = await tx.stream_after(self._after, BATCH)
+            if not rows:
+                last = self._after
+                return
+            opened: set[str] = set()  # conversations of this batch that have no clock yet
+            for _, kind, conversation, body in rows:
+                if kind == EventType.CONVERSATION_OPENED and conversation:
+                    opened.add(conversation)
+                elif kind in _RELEVANT:
+                    row = await self._apply(tx, orjson.loads(body), opened)
+                    if row is not None:
+                        done.append(row)
+            last = rows[-1][0]
             await tx.set_cursor(CURSOR, last, self._clock())
 
         await self._store.write(unit)
+        if last == self._after:
+            return False
         self._after = last
         for row in done:
             self._observe(row)
         return True
 
-    async def _apply(self, tx: Tx, event: dict[str, Any]) -> ClockRow | None:
+    async def _apply(self, tx: Tx, event: dict[str, Any], opened: set[str]) -> ClockRow | None:
+        """`opened`: conversations known to have no clock, so none is looked up."""
         data = event["data"]
         conversation = data.get("conversation_id") if isinstance(data, dict) else None
-        if not conversation or event["type"] not in _RELEVANT:
+        if not conversation:
             return None
-        latest = await tx.latest_clock(conversation)
+        if conversation in opened:
+            opened.discard(conversation)  # it may have one from here on
+            latest = None
+        else:
+            latest = await tx.latest_clock(conversation)
         at = datetime.fromisoformat(event["time"]).timestamp()
         outcome = step(latest, event, at, self._policies, self.config.first_response.max_skew)
         if outcome.clock is None:

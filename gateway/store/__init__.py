@@ -129,6 +129,12 @@ class Tx(DeliveryTx, Protocol):
         self, after: int, limit: int
     ) -> list[tuple[int, float, str, bool, bytes]]: ...
 
+    async def stream_after(
+        self, after: int, limit: int
+    ) -> list[tuple[int, str, str | None, bytes]]:
+        """(offset, type, conversation id, envelope) of the events after `after`, in order."""
+        ...
+
     async def get_cursor(self, name: str) -> int | None: ...
 
     async def recent_fingerprints(

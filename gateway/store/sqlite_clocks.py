@@ -18,6 +18,22 @@ _COLUMNS = (
     "business_seconds, within_target, reply_event_id, reply_channel, rearm, start_event_id"
 )
 
+# Built once: the statement cache hashes the SQL text at every execute, and a string made
+# anew each time (an f-string) is hashed anew.
+_LATEST = (
+    f"SELECT {_COLUMNS} FROM first_response_clocks WHERE conversation_id = ? "
+    "ORDER BY id DESC LIMIT 1"
+)
+_INSERT = (
+    f"INSERT INTO first_response_clocks ({_COLUMNS.removeprefix('id, ')}) "
+    f"VALUES ({', '.join('?' * len(_COLUMNS.split(', ')[1:]))})"
+)
+_UPDATE = (
+    "UPDATE first_response_clocks SET "
+    + ", ".join(f"{c} = ?" for c in _COLUMNS.removeprefix("id, ").split(", "))
+    + " WHERE id = ?"
+)
+
 
 def _row(values: tuple[Any, ...]) -> ClockRow:
     (
@@ -239,11 +255,7 @@ class SqliteClocksTx:
     _conn: sqlite3.Connection
 
     async def latest_clock(self, conversation_id: str) -> ClockRow | None:
-        row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM first_response_clocks WHERE conversation_id = ? "
-            "ORDER BY id DESC LIMIT 1",
-            (conversation_id,),
-        ).fetchone()
+        row = self._conn.execute(_LATEST, (conversation_id,)).fetchone()
         return _row(row) if row else None
 
     async def put_clock(self, row: ClockRow) -> None:
@@ -269,14 +281,7 @@ class SqliteClocksTx:
             row.start_event_id,
         )
         if row.id is None:
-            cursor = self._conn.execute(
-                f"INSERT INTO first_response_clocks ({_COLUMNS.removeprefix('id, ')}) "
-                f"VALUES ({', '.join('?' * len(values))})",
-                values,
-            )
+            cursor = self._conn.execute(_INSERT, values)
             row.id = int(cursor.lastrowid or 0)
             return
-        assignments = ", ".join(f"{c} = ?" for c in _COLUMNS.removeprefix("id, ").split(", "))
-        self._conn.execute(
-            f"UPDATE first_response_clocks SET {assignments} WHERE id = ?", (*values, row.id)
-        )
+        self._conn.execute(_UPDATE, (*values, row.id))

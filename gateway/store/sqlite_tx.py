@@ -208,6 +208,15 @@ class SqliteTx(SqliteMailTx, SqliteClocksTx, SqliteDeliveryTx):
         ).fetchall()
         return [(int(s), float(t), str(k), bool(e), bytes(b)) for s, t, k, e, b in rows]
 
+    async def stream_after(
+        self, after: int, limit: int
+    ) -> list[tuple[int, str, str | None, bytes]]:
+        return self._conn.execute(
+            "SELECT seq, type, conversation_id, body FROM events WHERE seq > ? ORDER BY seq "
+            "LIMIT ?",
+            (after, limit),
+        ).fetchall()
+
     async def recent_fingerprints(
         self, contact_id: str, since: float, limit: int
     ) -> list[tuple[str, bytes]]:

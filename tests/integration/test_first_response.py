@@ -108,6 +108,31 @@ async def test_only_a_public_human_answer_stops_the_clock(
     assert data["stopped_at"] == "2026-11-23T10:01:40.000Z"
 
 
+async def test_events_read_in_one_batch_give_the_clocks_of_one_at_a_time(
+    make_daemon: Callable[..., Any], clock: Clock
+) -> None:
+    """A tracker that fell behind reads many events at once, a conversation's opening, its
+    messages and its answers among them: each still sees the clock the one before it left."""
+    live = await start(make_daemon, clock)
+    await live.daemon.first_response.stop()  # from now on it reads only when told to
+    conv = (await message(live, "email", "eve@example.org"))["conversation_id"]
+    clock.now = T0 + 5
+    again = await message(live, "email", "eve@example.org", "Anyone there? Order 4711 again")
+    assert again["conversation_id"] == conv  # the clock started by the first one runs on
+    clock.now = T0 + 50
+    answer = await reply(live, conv)
+    clock.now = T0 + 80
+    await reply(live, conv)
+    other = (await message(live, "chat", "visitor-9"))["conversation_id"]
+    (met,) = await timing(live)
+    assert met["subject"] == conv and met["data"]["reply_event_id"] == answer
+    assert met["data"]["seconds"] == 50.0
+    clock.now = T0 + 100  # the chat's 13 s target has passed
+    met, breach = await timing(live)
+    assert breach["type"] == BREACHED and breach["subject"] == other
+    assert breach["data"]["due_at"] == "2026-11-23T10:01:33.000Z"
+
+
 async def test_a_breach_is_emitted_once_when_the_target_passes(
     make_daemon: Callable[..., Any], clock: Clock
 ) -> None:
