@@ -103,9 +103,12 @@ async def flag(
         else await tx.recent_fingerprints(contact_id, now - config.window, config.max_candidates)
     )
     for earlier, blob in earlier_ones:
-        score = similarity(fp, decoded(blob))
+        sketch = decoded(blob)
+        score = 1.0 if sketch == fp else similarity(fp, sketch)
         if score > best or (duplicate_of is None and score >= best):  # ties: the newest
             duplicate_of, best = earlier, score
+        if score >= 1.0:  # a copy: no older one can score higher (a flood of one text)
+            break
     anonymous, keys = False, []
     if fp.count >= LINK_MIN_SHINGLES:  # only texts this long can suggest a link: index them
         keys = band_keys(fp)

@@ -50,6 +50,25 @@ async def test_the_same_request_on_another_channel_is_flagged(live: LiveDaemon) 
     assert (await data_of(live, mail["event_id"]))["duplicate_of"] is None
 
 
+async def test_a_copy_points_at_the_newest_copy_and_beats_a_newer_rewording(
+    live: LiveDaemon,
+) -> None:
+    """A sender repeating one text (a client resending, a monitor's alert) has each repeat
+    flagged against the newest copy; an exact copy wins over a newer reworded one."""
+    ann = by(email="ann@example.org")
+    _, first, _ = await live.post("/v1/messages", message(1, text=LONG, **ann))
+    _, second, _ = await live.post("/v1/messages", message(2, text=LONG, **ann))
+    _, third, _ = await live.post("/v1/messages", message(3, text=LONG, **ann))
+    assert (await data_of(live, second["event_id"]))["duplicate_of"] == first["event_id"]
+    assert (await data_of(live, third["event_id"]))["duplicate_of"] == second["event_id"]
+    bob = by(email="bob@example.org")
+    _, copy, _ = await live.post("/v1/messages", message(4, text=ORDER_MAIL, **bob))
+    _, reworded, _ = await live.post("/v1/messages", message(5, text=ORDER_CHAT, **bob))
+    _, again, _ = await live.post("/v1/messages", message(6, text=ORDER_MAIL, **bob))
+    assert (await data_of(live, reworded["event_id"]))["duplicate_of"] == copy["event_id"]
+    assert (await data_of(live, again["event_id"]))["duplicate_of"] == copy["event_id"]
+
+
 async def test_another_customer_with_the_same_words_is_not_flagged(live: LiveDaemon) -> None:
     await live.post("/v1/messages", message(1, text=ORDER_MAIL, **by(email="ann@example.org")))
     _, bob, _ = await live.post(
