@@ -24,7 +24,8 @@ from gateway.config import CHANNELS, CoreConfig
 from gateway.event_base import EventData
 from gateway.events import Event, EventType
 from gateway.events_timing import FirstResponseBreached, FirstResponseMet, Stages
-from gateway.first_response.rules import Change, ChannelPolicy, step
+from gateway.first_response.rules import Change, ChannelPolicy, Outcome, step
+from gateway.first_response.waiting import AGE_BANDS, RunningClocks
 from gateway.metrics import Metrics
 from gateway.store import ClockRow, Store, Tx
 from gateway.stream import StreamNotifier
@@ -69,6 +70,7 @@ class FirstResponseTracker:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._waiting_at = float("-inf")
+        self._running = RunningClocks()
 
     @property
     def config(self) -> CoreConfig:
@@ -88,6 +90,7 @@ class FirstResponseTracker:
             cursor = self._store.head_offset()
             await self._save_cursor(cursor)
         self._after = cursor
+        self._running = RunningClocks(await self._store.running_clocks())
         await self.tick()
         self._task = asyncio.create_task(self._run(), name="first-response")
 
@@ -128,7 +131,7 @@ class FirstResponseTracker:
         types that can change a clock are parsed."""
         if self._store.head_offset() <= self._after:
             return False
-        done: list[ClockRow] = []
+        done: list[Outcome] = []  # the clocks written, applied to memory once committed
         last = self._after
 
         async def unit(tx: Tx) -> None:
@@ -143,9 +146,9 @@ class FirstResponseTracker:
                 if kind == EventType.CONVERSATION_OPENED and conversation:
                     opened.add(conversation)
                 elif kind in _RELEVANT:
-                    row = await self._apply(tx, orjson.loads(body), opened)
-                    if row is not None:
-                        done.append(row)
+                    outcome = await self._apply(tx, orjson.loads(body), opened)
+                    if outcome is not None:
+                        done.append(outcome)
             last = rows[-1][0]
             await tx.set_cursor(CURSOR, last, self._clock())
 
@@ -153,11 +156,11 @@ class FirstResponseTracker:
         if last == self._after:
             return False
         self._after = last
-        for row in done:
-            self._observe(row)
+        for outcome in done:
+            self._committed(outcome)
         return True
 
-    async def _apply(self, tx: Tx, event: dict[str, Any], opened: set[str]) -> ClockRow | None:
+    async def _apply(self, tx: Tx, event: dict[str, Any], opened: set[str]) -> Outcome | None:
         """`opened`: conversations known to have no clock, so none is looked up."""
         data = event["data"]
         conversation = data.get("conversation_id") if isinstance(data, dict) else None
@@ -175,8 +178,7 @@ class FirstResponseTracker:
         await tx.put_clock(outcome.clock)
         if outcome.change is Change.MET:
             await tx.append(_met_event(outcome.clock, self._clock()))
-            return outcome.clock
-        return None
+        return outcome
 
     async def _breach_due(self) -> None:
         now = self._clock()
@@ -207,6 +209,17 @@ class FirstResponseTracker:
         await tx.append(_breach_event(latest, now))
         return True
 
+    def _committed(self, outcome: Outcome) -> None:
+        row = outcome.clock
+        if row is None or row.id is None:
+            return
+        if outcome.change is Change.STARTED:
+            self._running.started(row.id, row.channel, row.started_at)
+        elif outcome.change in (Change.MET, Change.CANCELLED):
+            self._running.stopped(row.id)
+        if outcome.change is Change.MET:
+            self._observe(row)
+
     def _observe(self, row: ClockRow) -> None:
         m = self._metrics
         seconds = row.seconds or 0.0
@@ -219,7 +232,7 @@ class FirstResponseTracker:
         if now - self._waiting_at < WAITING_EVERY:
             return
         self._waiting_at = now
-        counts = await self._store.waiting_ages(now, AGE_BANDS)
+        counts = self._running.counts(now, AGE_BANDS)
         for channel in CHANNELS:
             for band in AGE_BANDS:
                 self._metrics.fr_waiting.labels(channel, band).set(counts.get((channel, band), 0))
@@ -236,16 +249,6 @@ _RELEVANT = frozenset(
         EventType.CONVERSATION_REOPENED,
     }
 )
-
-AGE_BANDS: dict[str, float] = {
-    "under_1m": 60,
-    "1m_to_5m": 300,
-    "5m_to_15m": 900,
-    "15m_to_1h": 3600,
-    "1h_to_4h": 14400,
-    "4h_to_1d": 86400,
-    "over_1d": float("inf"),
-}
 
 
 def _when(value: float) -> datetime:

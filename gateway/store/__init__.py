@@ -345,8 +345,8 @@ class Store(Protocol):
 
     async def next_due(self) -> float | None: ...
 
-    async def waiting_ages(self, now: float, bands: dict[str, float]) -> dict[tuple[str, str], int]:
-        """Running clocks per (channel, age band); bands: name -> upper bound, ascending."""
+    async def running_clocks(self) -> list[tuple[int, str, float]]:
+        """(id, channel, started_at) of every running clock: the tracker loads them once."""
         ...
 
     async def met_stats(

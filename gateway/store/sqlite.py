@@ -326,13 +326,8 @@ class SqliteStore:
     async def next_due(self) -> float | None:
         return clocks.next_due(self._reader)
 
-    async def waiting_ages(self, now: float, bands: dict[str, float]) -> dict[tuple[str, str], int]:
-        """Off the loop: every running clock is counted, and a backlog of ten thousand
-        unanswered conversations took 10 ms, a stall every few seconds (bench p99)."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._checkpoint_thread, clocks.waiting_ages, self._checkpointer, now, bands
-        )
+    async def running_clocks(self) -> list[tuple[int, str, float]]:
+        return clocks.running_clocks(self._reader)
 
     async def met_stats(
         self, since: float, until: float, channel: str | None, business: bool

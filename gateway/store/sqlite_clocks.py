@@ -99,21 +99,11 @@ def next_due(conn: sqlite3.Connection) -> float | None:
     return None if row is None or row[0] is None else float(row[0])
 
 
-def waiting_ages(
-    conn: sqlite3.Connection, now: float, bands: dict[str, float]
-) -> dict[tuple[str, str], int]:
-    """Running clocks counted per channel and age band (bands: name -> upper bound, ascending),
-    counted in SQLite: no row is carried into Python however many wait."""
-    cases = " ".join(f"WHEN ? - started_at < ? THEN '{name}'" for name in bands)
-    args: list[object] = []
-    for limit in bands.values():
-        args += [now, limit if limit != float("inf") else 1e300]
+def running_clocks(conn: sqlite3.Connection) -> list[tuple[int, str, float]]:
     rows = conn.execute(
-        f"SELECT channel, CASE {cases} END, count(*) FROM first_response_clocks "
-        "WHERE state = 'running' GROUP BY 1, 2",
-        args,
+        "SELECT id, channel, started_at FROM first_response_clocks WHERE state = 'running'"
     ).fetchall()
-    return {(str(channel), str(band)): int(count) for channel, band, count in rows}
+    return [(int(i), str(c), float(s)) for i, c, s in rows]
 
 
 _REAL = "seconds"

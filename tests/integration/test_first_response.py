@@ -326,6 +326,29 @@ async def test_metrics_show_latency_share_waiting_and_breaches(
     assert 'helpline_first_response_waiting{age="5m_to_15m",channel="chat"} 1.0' in text
 
 
+async def test_the_waiting_gauge_counts_clocks_from_before_a_restart(
+    make_daemon: Callable[..., Any], clock: Clock
+) -> None:
+    live = await start(make_daemon, clock)
+    answered = (await message(live, "email", "ann@example.org"))["conversation_id"]
+    await message(live, "email", "bob@example.org")
+    await message(live, "chat", "v-1")
+    await timing(live)
+    state = live.daemon.state_dir
+    await live.daemon.stop()
+    clock.now = T0 + 2 * 3600  # two hours later, after a restart
+    again = await start(make_daemon, clock, state_dir=state)
+    await reply(again, answered)
+    await timing(again)  # the answer is read
+    clock.now += 6  # the gauge is refreshed every 5 s of the daemon's clock
+    await timing(again)
+    async with again.http.get(again.url + "/metrics", headers=auth()) as resp:
+        text = await resp.text()
+    assert 'helpline_first_response_waiting{age="1h_to_4h",channel="email"} 1.0' in text
+    assert 'helpline_first_response_waiting{age="1h_to_4h",channel="chat"} 1.0' in text
+    assert 'helpline_first_response_waiting{age="under_1m",channel="email"} 0.0' in text
+
+
 async def test_the_timer_fires_on_its_own(make_daemon: Callable[..., Any]) -> None:
     live = await make_daemon('[first_response.targets]\nchat = "0.3s"\n')
     conv = (await message(live, "chat", "visitor-9"))["conversation_id"]
