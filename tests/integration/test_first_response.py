@@ -82,6 +82,11 @@ async def timing(live: LiveDaemon) -> list[dict[str, Any]]:
     return [e for e in await live.stream() if e["type"] in (MET, BREACHED)]
 
 
+async def metrics(live: LiveDaemon) -> str:
+    async with live.http.get(live.url + "/metrics", headers=auth()) as resp:
+        return await resp.text()
+
+
 async def test_only_a_public_human_answer_stops_the_clock(
     make_daemon: Callable[..., Any], clock: Clock
 ) -> None:
@@ -316,8 +321,7 @@ async def test_metrics_show_latency_share_waiting_and_breaches(
     await reply(live, fast)
     clock.now = T0 + 400
     await timing(live)
-    async with live.http.get(live.url + "/metrics", headers=auth()) as resp:
-        text = await resp.text()
+    text = await metrics(live)
     assert 'helpline_first_response_seconds_bucket{channel="chat",le="5.0"} 1.0' in text
     assert 'helpline_first_response_seconds_bucket{channel="chat",le="4.0"} 0.0' in text
     assert 'helpline_first_response_within_target_total{channel="chat"} 1.0' in text
@@ -342,8 +346,7 @@ async def test_the_waiting_gauge_counts_clocks_from_before_a_restart(
     await timing(again)  # the answer is read
     clock.now += 6  # the gauge is refreshed every 5 s of the daemon's clock
     await timing(again)
-    async with again.http.get(again.url + "/metrics", headers=auth()) as resp:
-        text = await resp.text()
+    text = await metrics(again)
     assert 'helpline_first_response_waiting{age="1h_to_4h",channel="email"} 1.0' in text
     assert 'helpline_first_response_waiting{age="1h_to_4h",channel="chat"} 1.0' in text
     assert 'helpline_first_response_waiting{age="under_1m",channel="email"} 0.0' in text
