@@ -396,7 +396,7 @@ class Daemon:
             steps.append(self._stop_http(self._runner))
         self._listening = False
         await self._bounded(asyncio.gather(*steps), "drain")
-        await self.first_response.stop()
+        await self._bounded(self.first_response.stop(), "first_response")
         await self._bounded(self.store.close(), "store")
         self._state_lock.release()
         await self.service.close()

@@ -31,12 +31,16 @@ class StreamNotifier:
         self._changed = asyncio.Event()
 
     async def wait_beyond(self, offset: int, timeout: float) -> bool:
-        """Wait until the head passes `offset`; False if the timeout came first."""
+        """Wait until the head passes `offset`; False if the timeout came first.
+
+        asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancel that
+        lands as the event fires, and a loop around this call then never stops."""
         if self.head > offset:
             return True
         changed = self._changed
         try:
-            await asyncio.wait_for(changed.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await changed.wait()
         except TimeoutError:
             return self.head > offset
         return True

@@ -149,7 +149,8 @@ class Supervisor:
         component, self._component = self._component, None
         if component is not None:
             try:
-                await asyncio.wait_for(component.stop(), self._stop_timeout)
+                async with asyncio.timeout(self._stop_timeout):  # wait_for can lose a cancel
+                    await component.stop()
             except Exception as err:  # noqa: BLE001 - a failing stop must not stop the others
                 self.log.warning("component.stop_failed", error=f"{type(err).__name__}: {err}")
         tasks = list(self._tasks)

@@ -27,6 +27,7 @@ class ProbeConfig(Section):
     marker: str
     crash_after: float | None = None
     fail_start: Literal["no", "temporary", "permanent"] = "no"
+    hang_stop: bool = False  # stop() never returns (a peer that does not answer)
     route: str | None = None
     greeting: str = "hello"
 
@@ -66,6 +67,9 @@ class Probe:
 
     async def stop(self) -> None:
         self._mark("stop")
+        if self.config.hang_stop:
+            await asyncio.Event().wait()
+            self._mark("stopped")  # never: the supervisor gives up first
 
     def health(self) -> Health:
         return Health(ComponentState.RUNNING, self._since, None, {"greetings": 0})

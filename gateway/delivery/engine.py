@@ -140,7 +140,8 @@ class DeliveryEngine:
         """Stop taking new events and give the ones being delivered `timeout` to finish."""
         self._close()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancel
+                await self._idle.wait()
 
     async def _dispatch(self) -> None:
         while not self._closing:

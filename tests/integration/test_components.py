@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -76,3 +77,19 @@ async def test_stopping_the_daemon_stops_components_and_their_routes(
     await live.daemon.stop()
     assert marks(marker) == ["start p", "stop p"]
     assert live.daemon.routes._routes == {}
+
+
+async def test_a_component_whose_stop_hangs_is_abandoned_after_stop_timeout(
+    make_daemon: Callable[..., Any], tmp_path: Path
+) -> None:
+    stuck, fine = tmp_path / "stuck", tmp_path / "fine"
+    live = await make_daemon(
+        '[daemon]\nstop_timeout = "200ms"\n'
+        + probe("stuck", stuck, "hang_stop = true\n")
+        + probe("fine", fine)
+    )
+    stopping = asyncio.create_task(live.daemon.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=10.0)  # not for ever
+    assert stopping in done and stopping.exception() is None
+    assert marks(stuck) == ["start stuck", "stop stuck"]  # its stop was cut short
+    assert marks(fine) == ["start fine", "stop fine"]
