@@ -36,6 +36,7 @@ CURSOR = "first_response"
 BATCH = 200
 IDLE_CHECK = 30.0  # wake up at least this often (a clock set back, a due time recomputed)
 SOURCE = "/core"
+RETRY_START, RETRY_CAP = 0.05, 5.0  # after a failed read (a full pending queue, a store down)
 WAITING_EVERY = 5.0  # seconds of the daemon's clock between two counts of the waiting
 
 
@@ -116,12 +117,21 @@ class FirstResponseTracker:
             await self._refresh_waiting()
 
     async def _run(self) -> None:
+        retry = RETRY_START
         while True:
             try:
                 await self.tick()
-            except Exception as err:  # noqa: BLE001 - the store may be down for a while
-                log.warning("first_response.failed", error=f"{type(err).__name__}: {err}")
-            due = await self._store.next_due()
+                due = await self._store.next_due()
+            except Exception as err:  # noqa: BLE001 - the store may be full or down a while
+                log.warning(
+                    "first_response.failed", error=f"{type(err).__name__}: {err}", retry_in=retry
+                )
+                # Never straight back: with events unread the wait below returns at once,
+                # and a loop that never yields starves the commit it waits for.
+                await asyncio.sleep(retry)
+                retry = min(RETRY_CAP, retry * 2)
+                continue
+            retry = RETRY_START
             wait = IDLE_CHECK if due is None else min(IDLE_CHECK, max(0.0, due - self._clock()))
             await self._notifier.wait_beyond(self._after, wait)
 

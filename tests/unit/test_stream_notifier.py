@@ -1,4 +1,5 @@
-"""Waiting for the stream to move, and stopping a waiter at the moment it moves.
+"""Waiting for the stream to move, stopping a waiter at the moment it moves, and a
+follower that cannot write backing off rather than spinning.
 
 A daemon hung at SIGTERM (about one stop in 25 in the socket-activation test): the
 first-response tracker was cancelled in the same loop step as the shutdown woke every
@@ -11,12 +12,17 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any, cast
 
 import pytest
 
 from gateway.config import CoreConfig
+from gateway.dedup import IdempotencyKey
 from gateway.first_response.tracker import FirstResponseTracker
+from gateway.identity import Handles
+from gateway.ingest import Inbound, Ingestor
 from gateway.metrics import Metrics
+from gateway.store import Overloaded, Store
 from gateway.store.sqlite import SqliteStore
 from gateway.stream import StreamNotifier
 
@@ -60,3 +66,76 @@ async def test_the_tracker_stops_when_cancelled_as_the_stream_moves(tmp_path: Pa
         assert stopping in done, "the tracker did not stop: its cancel was lost"
     finally:
         await store.close()
+
+
+class _Spinning(BaseException):
+    """Ends a tracker that keeps retrying without letting the loop run."""
+
+
+class _Refusing:
+    """The store as the tracker sees it while the pending queue is full: writes refused."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self._store = store
+        self.refuse = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def write(self, unit: Any) -> Any:
+        if self.refuse:
+            raise Overloaded("1 writes are waiting for a commit")
+        return await self._store.write(unit)
+
+
+async def test_a_tracker_refused_by_a_full_queue_waits_instead_of_spinning(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The daemon hung in CI this way: the tracker's write was refused (max_pending), events
+    # were unread so its wait returned at once, and the loop never ran the commit it needed.
+    notifier = StreamNotifier()
+    store = SqliteStore(tmp_path / "helpline.db", on_commit=notifier.committed)
+    await store.open()
+    full = _Refusing(store)
+    tracker = FirstResponseTracker(cast(Store, full), notifier, CoreConfig(), Metrics(), time.time)
+    await tracker.start()
+    ticks = 0
+    tick = tracker.tick
+
+    async def counted() -> None:
+        nonlocal ticks
+        ticks += 1
+        if ticks > 50:
+            raise _Spinning
+        await tick()
+
+    monkeypatch.setattr(tracker, "tick", counted)
+    full.refuse = True
+    try:
+        await Ingestor(store, CoreConfig(), Metrics()).ingest(_message())
+        await asyncio.sleep(0.3)  # never resumes while the tracker spins
+        assert ticks <= 10, f"the tracker retried {ticks} times without waiting"
+        full.refuse = False
+        await until_read(store, tracker)
+    finally:
+        await tracker.stop()
+        await store.close()
+
+
+async def until_read(store: SqliteStore, tracker: FirstResponseTracker) -> None:
+    """The tracker catches up once the queue has room (within its 5 s retry cap)."""
+    for _ in range(150):
+        if tracker._after == store.head_offset():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the tracker stayed at {tracker._after} of {store.head_offset()}")
+
+
+def _message() -> Inbound:
+    return Inbound(
+        channel="api",
+        source="/api/test",
+        handles=Handles(email="ann@example.com"),
+        text="Where is my order?",
+        idempotency=IdempotencyKey("api:test", "msg:h:1", b"d" * 32, "key 1"),
+    )
