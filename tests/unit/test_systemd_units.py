@@ -377,8 +377,15 @@ def test_daemon_runs_in_the_units_sandbox(
     msg["From"], msg["To"], msg["Subject"] = "ann@example.org", "support@example.com", "Hello"
     msg["Message-ID"] = "<sandbox-1@example.org>"
     msg.set_content("Parsed, stored and served inside the sandbox.")
-    with smtplib.SMTP("127.0.0.1", smtp, timeout=10) as client:
-        client.send_message(msg)
+    try:
+        with smtplib.SMTP("127.0.0.1", smtp, timeout=10) as client:
+            client.send_message(msg)
+    except OSError as err:  # refused once in CI after /readyz said 200: say what the daemon did
+        time.sleep(0.5)
+        state = f"exit status {proc.poll()}" if proc.poll() is not None else "still running"
+        raise AssertionError(
+            f"SMTP on {smtp}: {err}; the daemon is {state}:\n{log.read_text(errors='replace')}"
+        ) from err
     deadline = time.monotonic() + 10
     while True:
         status, body = _get(f"{base}/v1/stream?after=0", auth())
