@@ -25,6 +25,7 @@ from gateway.metrics import Metrics
 from gateway.store import Overloaded, Store
 from gateway.store.sqlite import SqliteStore
 from gateway.stream import StreamNotifier
+from tests.conftest import until
 
 
 async def test_a_waiter_hears_a_commit_and_times_out_without_one() -> None:
@@ -116,19 +117,10 @@ async def test_a_tracker_refused_by_a_full_queue_waits_instead_of_spinning(
         await asyncio.sleep(0.3)  # never resumes while the tracker spins
         assert ticks <= 10, f"the tracker retried {ticks} times without waiting"
         full.refuse = False
-        await until_read(store, tracker)
+        await until(lambda: tracker._after == store.head_offset())  # it catches up
     finally:
         await tracker.stop()
         await store.close()
-
-
-async def until_read(store: SqliteStore, tracker: FirstResponseTracker) -> None:
-    """The tracker catches up once the queue has room (within its 5 s retry cap)."""
-    for _ in range(150):
-        if tracker._after == store.head_offset():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the tracker stayed at {tracker._after} of {store.head_offset()}")
 
 
 def _message() -> Inbound:
